@@ -1,0 +1,373 @@
+package alg
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// DataPlane installs the kernel state that carries one call's GRE. The
+// inbound half is keyed by what the server puts on the wire (its address
+// and the NAT call ID); the outbound half by what the client does.
+type DataPlane interface {
+	AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error
+	DeleteInbound(server netip.Addr, natID uint16) error
+	AddOutbound(client, server netip.Addr, serverID uint16) error
+	DeleteOutbound(client, server netip.Addr, serverID uint16) error
+}
+
+// Limits bound what one LAN host, and all of them together, can hold.
+type Limits struct {
+	ConnsPerClient int // control connections per LAN host
+	CallsPerClient int // calls per LAN host
+	Calls          int // calls in all
+}
+
+// DefaultLimits are the daemon's defaults.
+var DefaultLimits = Limits{ConnsPerClient: 16, CallsPerClient: 64, Calls: 16384}
+
+// Errors a caller branches on.
+var (
+	ErrTooManyConns = errors.New("too many control connections from this client")
+	ErrTooManyCalls = errors.New("too many calls")
+	ErrNoCallIDs    = errors.New("no free call ID toward this server")
+)
+
+// CallInfo is a snapshot of one call, for the operator and the idle check.
+type CallInfo struct {
+	Client       netip.Addr
+	ClientCallID uint16
+	Server       netip.Addr
+	ServerCallID uint16 // 0 until the server has answered
+	NATCallID    uint16
+	Since        time.Time
+	Established  bool // the server accepted the call; GRE flows both ways
+}
+
+// call is one PPTP call through the router.
+type call struct {
+	CallInfo
+	session    *Session
+	clearAt    time.Time // set by a Call-Clear-Request; released then if no Call-Disconnect-Notify came
+	lastActive time.Time
+	lastSeen   Traffic
+}
+
+type natKey struct {
+	server netip.Addr
+	natID  uint16
+}
+
+// Table owns every call through the router: the call-ID spaces toward each
+// server, the per-client counts that enforce Limits, and the data-plane
+// entries behind each call. Sessions call into it under its mutex.
+type Table struct {
+	dp     DataPlane
+	log    *slog.Logger
+	limits Limits
+	now    func() time.Time
+
+	mu          sync.Mutex
+	ids         map[netip.Addr]*callIDSpace // by server
+	calls       map[natKey]*call
+	clientCalls map[netip.Addr]int
+	clientConns map[netip.Addr]int
+	sessions    int
+}
+
+// NewTable returns an empty table. A nil logger discards.
+func NewTable(dp DataPlane, limits Limits, log *slog.Logger) *Table {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Table{
+		dp:          dp,
+		log:         log,
+		limits:      limits,
+		now:         time.Now,
+		ids:         make(map[netip.Addr]*callIDSpace),
+		calls:       make(map[natKey]*call),
+		clientCalls: make(map[netip.Addr]int),
+		clientConns: make(map[netip.Addr]int),
+	}
+}
+
+// Session is the call state of one relayed control connection.
+type Session struct {
+	t       *Table
+	Client  netip.Addr
+	Server  netip.Addr
+	calls   []*call  // this connection's calls
+	offered []uint16 // server call IDs of Incoming-Call-Requests not yet answered
+	closed  bool
+}
+
+// OpenSession admits a new control connection from client to server.
+func (t *Table) OpenSession(client, server netip.Addr) (*Session, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.limits.ConnsPerClient > 0 && t.clientConns[client] >= t.limits.ConnsPerClient {
+		return nil, fmt.Errorf("%w (%d)", ErrTooManyConns, t.limits.ConnsPerClient)
+	}
+	t.clientConns[client]++
+	t.sessions++
+	return &Session{t: t, Client: client, Server: server}, nil
+}
+
+// Close releases every call of the session.
+func (s *Session) Close() {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for len(s.calls) > 0 {
+		t.releaseLocked(s.calls[len(s.calls)-1], "control connection closed")
+	}
+	if t.clientConns[s.Client]--; t.clientConns[s.Client] <= 0 {
+		delete(t.clientConns, s.Client)
+	}
+	t.sessions--
+}
+
+// startCall reserves a NAT call ID for a call the client opens and installs
+// the inbound half at once: the server may send GRE right after its reply,
+// before the relay has forwarded that reply.
+func (s *Session) startCall(clientID uint16) (*call, error) {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("session closed")
+	}
+	if s.findLocked(func(c *call) bool { return c.ClientCallID == clientID }) != nil {
+		return nil, fmt.Errorf("call ID %d is already in use on this connection", clientID)
+	}
+	if t.limits.CallsPerClient > 0 && t.clientCalls[s.Client] >= t.limits.CallsPerClient {
+		return nil, fmt.Errorf("%w: %d per client", ErrTooManyCalls, t.limits.CallsPerClient)
+	}
+	if t.limits.Calls > 0 && len(t.calls) >= t.limits.Calls {
+		return nil, fmt.Errorf("%w: %d in all", ErrTooManyCalls, t.limits.Calls)
+	}
+	space := t.ids[s.Server]
+	if space == nil {
+		space = new(callIDSpace)
+		t.ids[s.Server] = space
+	}
+	natID, ok := space.take(clientID)
+	if !ok {
+		return nil, ErrNoCallIDs
+	}
+	if err := t.dp.AddInbound(s.Server, natID, s.Client, clientID); err != nil {
+		t.freeIDLocked(s.Server, natID)
+		return nil, err
+	}
+	now := t.now()
+	c := &call{
+		CallInfo: CallInfo{
+			Client: s.Client, ClientCallID: clientID,
+			Server: s.Server, NATCallID: natID, Since: now,
+		},
+		session:    s,
+		lastActive: now,
+	}
+	t.calls[natKey{s.Server, natID}] = c
+	t.clientCalls[s.Client]++
+	s.calls = append(s.calls, c)
+	return c, nil
+}
+
+// establish records the server's call ID and opens the outbound half.
+func (s *Session) establish(c *call, serverID uint16) error {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.closed || c.Established {
+		return nil
+	}
+	if err := t.dp.AddOutbound(s.Client, s.Server, serverID); err != nil {
+		return err
+	}
+	c.ServerCallID = serverID
+	c.Established = true
+	c.lastActive = t.now()
+	return nil
+}
+
+func (s *Session) release(c *call, why string) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	s.t.releaseLocked(c, why)
+}
+
+func (s *Session) find(match func(*call) bool) *call {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	return s.findLocked(match)
+}
+
+func (s *Session) findLocked(match func(*call) bool) *call {
+	for _, c := range s.calls {
+		if match(c) {
+			return c
+		}
+	}
+	return nil
+}
+
+// markClearing gives a call whose clear was requested a deadline: the
+// server's Call-Disconnect-Notify normally releases it first.
+func (s *Session) markClearing(c *call, grace time.Duration) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if c.clearAt.IsZero() {
+		c.clearAt = s.t.now().Add(grace)
+	}
+}
+
+func (s *Session) offer(serverID uint16) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if len(s.offered) < 64 {
+		s.offered = append(s.offered, serverID)
+	}
+}
+
+// takeOffer removes serverID from the unanswered incoming calls.
+func (s *Session) takeOffer(serverID uint16) bool {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	for i, id := range s.offered {
+		if id == serverID {
+			s.offered = append(s.offered[:i], s.offered[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Table) releaseLocked(c *call, why string) {
+	k := natKey{c.Server, c.NATCallID}
+	if t.calls[k] != c {
+		return
+	}
+	delete(t.calls, k)
+	if err := t.dp.DeleteInbound(c.Server, c.NATCallID); err != nil {
+		t.log.Warn("delete inbound GRE mapping", "server", c.Server, "nat_call_id", c.NATCallID, "err", err)
+	}
+	if c.Established {
+		if err := t.dp.DeleteOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
+			t.log.Warn("delete outbound GRE mapping", "client", c.Client, "server", c.Server, "server_call_id", c.ServerCallID, "err", err)
+		}
+	}
+	t.freeIDLocked(c.Server, c.NATCallID)
+	if t.clientCalls[c.Client]--; t.clientCalls[c.Client] <= 0 {
+		delete(t.clientCalls, c.Client)
+	}
+	s := c.session
+	for i, sc := range s.calls {
+		if sc == c {
+			s.calls = append(s.calls[:i], s.calls[i+1:]...)
+			break
+		}
+	}
+	t.log.Info("call released", "client", c.Client, "client_call_id", c.ClientCallID,
+		"server", c.Server, "server_call_id", c.ServerCallID, "nat_call_id", c.NATCallID, "reason", why)
+}
+
+func (t *Table) freeIDLocked(server netip.Addr, id uint16) {
+	space := t.ids[server]
+	if space == nil {
+		return
+	}
+	space.release(id)
+	if space.n == 0 {
+		delete(t.ids, server)
+	}
+}
+
+// Calls returns every call, oldest first.
+func (t *Table) Calls() []CallInfo {
+	t.mu.Lock()
+	out := make([]CallInfo, 0, len(t.calls))
+	for _, c := range t.calls {
+		out = append(out, c.CallInfo)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Since.Equal(out[j].Since) {
+			return out[i].Since.Before(out[j].Since)
+		}
+		return out[i].NATCallID < out[j].NATCallID
+	})
+	return out
+}
+
+// Sessions reports the number of open control connections.
+func (t *Table) Sessions() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sessions
+}
+
+// Traffic is one call's GRE counters.
+type Traffic struct {
+	PacketsIn, BytesIn, PacketsOut, BytesOut uint64
+}
+
+// Expire releases calls whose GRE has not moved for idle, and calls whose
+// clear was requested and never confirmed. traffic reports a call's
+// counters. It returns how many calls it released.
+func (t *Table) Expire(idle time.Duration, traffic func(CallInfo) Traffic) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	var stale []*call
+	for _, c := range t.calls {
+		if !c.clearAt.IsZero() && now.After(c.clearAt) {
+			stale = append(stale, c)
+			continue
+		}
+		if tr := traffic(c.CallInfo); tr != c.lastSeen {
+			c.lastSeen = tr
+			c.lastActive = now
+			continue
+		}
+		if idle > 0 && now.Sub(c.lastActive) > idle {
+			stale = append(stale, c)
+		}
+	}
+	for _, c := range stale {
+		why := "GRE idle"
+		if !c.clearAt.IsZero() {
+			why = "cleared"
+		}
+		t.releaseLocked(c, why)
+	}
+	return len(stale)
+}
+
+// Reinstall writes every call's data-plane entries again, after the kernel
+// state was lost (a flushed ruleset, a firewall reload).
+func (t *Table) Reinstall() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, c := range t.calls {
+		if err := t.dp.AddInbound(c.Server, c.NATCallID, c.Client, c.ClientCallID); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Established {
+			if err := t.dp.AddOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,251 @@
+package alg
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoServer is a minimal PAC on loopback: it answers each Outgoing-Call-
+// Request with a reply carrying serverID++ and reports the call IDs it saw.
+type echoServer struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	seen []uint16 // call IDs of the requests, as the server received them
+}
+
+func startEchoServer(t *testing.T) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := &echoServer{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		next := uint16(500)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := &messageReader{r: c}
+				for {
+					m, err := r.next()
+					if err != nil {
+						return
+					}
+					if req, ok := m.(*OutgoingCallRequest); ok {
+						es.mu.Lock()
+						es.seen = append(es.seen, req.CallID)
+						next++
+						id := next
+						es.mu.Unlock()
+						c.Write(ocrp(id, req.CallID, OutgoingCallResultConnected))
+					}
+				}
+			}()
+		}
+	}()
+	return es
+}
+
+// messageReader frames a control stream for the tests' own peers.
+type messageReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (mr *messageReader) next() (Message, error) {
+	for {
+		n, err := Frame(mr.buf)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			m, err := Parse(mr.buf[:n])
+			mr.buf = mr.buf[n:]
+			return m, err
+		}
+		var tmp [512]byte
+		k, err := mr.r.Read(tmp[:])
+		if k == 0 && err != nil {
+			return nil, err
+		}
+		mr.buf = append(mr.buf, tmp[:k]...)
+	}
+}
+
+func startRelay(t *testing.T, tab *Table, server netip.AddrPort) net.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Relay{
+		Table:       tab,
+		OriginalDst: func(net.Conn) (netip.AddrPort, error) { return server, nil },
+		Dial: func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp4", s.String())
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr()
+}
+
+func TestRelaySegmentation(t *testing.T) {
+	for _, mode := range []string{"split", "coalesced", "whole"} {
+		t.Run(mode, func(t *testing.T) {
+			es := startEchoServer(t)
+			tab := NewTable(newFakePlane(), DefaultLimits, nil)
+			addr := startRelay(t, tab, es.ln.Addr().(*net.TCPAddr).AddrPort())
+
+			// Another host already holds call ID 1 toward this server.
+			other, _ := tab.OpenSession(hostB, netip.MustParseAddr("127.0.0.1"))
+			dial(t, other, 1, 1)
+
+			c, err := net.Dial("tcp4", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.(*net.TCPConn).SetNoDelay(true)
+			var stream []byte
+			stream = (&StartControlConnectionRequest{ProtocolVersion: 0x0100}).Append(stream)
+			for _, id := range []uint16{1, 2, 3} {
+				stream = append(stream, ocrq(id)...)
+			}
+			switch mode {
+			case "split":
+				for i := 0; i < len(stream); i += 5 {
+					c.Write(stream[i:min(i+5, len(stream))])
+					time.Sleep(time.Millisecond)
+				}
+			case "coalesced":
+				c.Write(stream)
+			case "whole":
+				for len(stream) > 0 {
+					n, _ := Frame(stream)
+					c.Write(stream[:n])
+					stream = stream[n:]
+				}
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			mr := &messageReader{r: c}
+			got := map[uint16]bool{}
+			for range 3 {
+				m, err := mr.next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[m.(*OutgoingCallReply).PeerCallID] = true
+			}
+			if !got[1] || !got[2] || !got[3] {
+				t.Fatalf("replies reached the client for call IDs %v, want 1, 2, 3", got)
+			}
+			es.mu.Lock()
+			seen := append([]uint16(nil), es.seen...)
+			es.mu.Unlock()
+			if len(seen) != 3 || seen[0] == 1 {
+				t.Fatalf("server saw call IDs %v; want three, the first translated away from 1", seen)
+			}
+			var established int
+			for _, ci := range tab.Calls() {
+				if ci.Established {
+					established++
+				}
+			}
+			if established != 4 {
+				t.Fatalf("%d established calls, want 4", established)
+			}
+		})
+	}
+}
+
+func TestRelayMalformedStreamClosesOnlyThatConnection(t *testing.T) {
+	es := startEchoServer(t)
+	tab := NewTable(newFakePlane(), DefaultLimits, nil)
+	addr := startRelay(t, tab, es.ln.Addr().(*net.TCPAddr).AddrPort())
+
+	good, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	good.Write(ocrq(1))
+	good.SetDeadline(time.Now().Add(5 * time.Second))
+	gr := &messageReader{r: good}
+	if _, err := gr.next(); err != nil {
+		t.Fatal(err)
+	}
+
+	bad, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	junk := ocrq(2)
+	junk[4] ^= 0xff // bad magic cookie
+	bad.Write(junk)
+	bad.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bad.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("malformed connection: read err = %v, want EOF", err)
+	}
+
+	// The good connection still works.
+	good.Write(ocrq(3))
+	m, err := gr.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.(*OutgoingCallReply); r.PeerCallID != 3 {
+		t.Fatalf("reply peer call ID %d, want 3", r.PeerCallID)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := tab.Sessions(); n != 1 {
+		t.Fatalf("%d sessions open, want 1", n)
+	}
+}
+
+func TestRelayClosingReleasesCalls(t *testing.T) {
+	es := startEchoServer(t)
+	tab := NewTable(newFakePlane(), DefaultLimits, nil)
+	addr := startRelay(t, tab, es.ln.Addr().(*net.TCPAddr).AddrPort())
+	c, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(append(ocrq(1), ocrq(2)...))
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	mr := &messageReader{r: c}
+	mr.next()
+	mr.next()
+	if n := len(tab.Calls()); n != 2 {
+		t.Fatalf("%d calls, want 2", n)
+	}
+	c.(*net.TCPConn).SetLinger(0) // a reset
+	c.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for len(tab.Calls()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(tab.Calls()); n != 0 {
+		t.Fatalf("%d calls left 2 s after the reset", n)
+	}
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the lab and the tests need on Debian: the real PPTP peers,
+# nftables and conntrack tools, qemu-user for the cross-architecture unit
+# tests, shellcheck, and the Go modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# A policy-rc.d keeps the packages' own services (pptpd) from starting.
+	own_policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	[ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! command -v go >/dev/null; then
+	if [ -x /usr/local/go/bin/go ]; then
+		export PATH=/usr/local/go/bin:$PATH
+	else
+		echo "deps: Go 1.26 or newer is needed (https://go.dev/doc/install)" >&2
+		exit 1
+	fi
+fi
+go mod download

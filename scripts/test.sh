@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every test: static checks, unit tests, fuzz targets for a short
+# budget, the unit tests of alg/, nat/ and conntrack/ as linux/arm and
+# big-endian linux/mips under qemu-user, and the end-to-end suite in
+# network namespaces (root). Run scripts/deps.sh first on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+
+fuzztime=${FUZZTIME:-10s}
+log=$(mktemp -d /tmp/pptp-alg-test.XXXXXX)
+trap 'rm -rf "$log"' EXIT
+failed=0
+passed=0
+
+step() {
+	local name=$1
+	shift
+	printf '== %s\n' "$name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		printf '!! %s failed\n' "$name"
+		failed=$((failed + 1))
+	fi
+}
+
+gofmt_clean() {
+	local out
+	out=$(gofmt -l alg nat conntrack cmd scripts)
+	[ -z "$out" ] || { echo "gofmt needed: $out"; return 1; }
+}
+
+fuzz_all() {
+	local pkg target
+	for pkg in $(go list ./... | sed 's|github.com/pptp-alg/pptp-alg|.|'); do
+		for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+			echo "fuzz $pkg $target ($fuzztime)"
+			go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" >"$log/fuzz" 2>&1 ||
+				{ cat "$log/fuzz"; return 1; }
+		done
+	done
+}
+
+cross() {
+	local arch=$1 qemu=$2
+	shift 2
+	local pkg
+	for pkg in ./alg ./nat ./conntrack; do
+		env GOOS=linux GOARCH="$arch" "$@" CGO_ENABLED=0 go test -c -o "$log/t.$arch" "$pkg"
+		echo "$arch $pkg"
+		(cd "$pkg" && "$qemu" "$log/t.$arch" -test.short) || return 1
+	done
+}
+
+step "go vet" go vet ./...
+step "gofmt" gofmt_clean
+step "shellcheck" shellcheck scripts/*.sh .ci/run
+step "go test (unit, root and end-to-end)" go test -p 2 -count=1 -timeout 20m ./...
+step "fuzz targets, $fuzztime each" fuzz_all
+step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7
+step "unit tests on linux/mips, big-endian (qemu)" cross mips qemu-mips-static GOMIPS=softfloat
+
+echo
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
