@@ -132,5 +132,5 @@ func refusal(clientID uint16) []byte {
 	}).Append(nil)
 }
 
-func get16(m []byte, off int) uint16   { return binary.BigEndian.Uint16(m[off:]) }
+func get16(m []byte, off int) uint16    { return binary.BigEndian.Uint16(m[off:]) }
 func put16(m []byte, off int, v uint16) { binary.BigEndian.PutUint16(m[off:], v) }

@@ -73,24 +73,36 @@ func (t *Tracker) Close() error { return t.nfct.Close() }
 
 // Helper returns the name of the conntrack helper on the TCP connection
 // from src to dst (as the client sent it), or "" if it has none.
+//
+// It walks a dump of the table: go-conntrack v0.6.0's Get never returns
+// here (measured on kernel 6.18). This runs once per control connection,
+// not per call or packet.
 func (t *Tracker) Helper(src, dst netip.AddrPort) (string, error) {
-	sip, dip := net.IP(src.Addr().AsSlice()), net.IP(dst.Addr().AsSlice())
-	proto := uint8(unix.IPPROTO_TCP)
-	sport, dport := src.Port(), dst.Port()
-	match := ct.Con{Origin: &ct.IPTuple{
-		Src: &sip, Dst: &dip,
-		Proto: &ct.ProtoTuple{Number: &proto, SrcPort: &sport, DstPort: &dport},
-	}}
 	t.mu.Lock()
-	cons, err := t.nfct.Get(ct.Conntrack, ct.IPv4, match)
+	cons, err := t.nfct.Dump(ct.Conntrack, ct.IPv4)
 	t.mu.Unlock()
 	if err != nil {
-		return "", fmt.Errorf("conntrack: look up %v -> %v: %w", src, dst, err)
+		return "", fmt.Errorf("conntrack: dump: %w", err)
 	}
 	for _, c := range cons {
-		if c.Helper != nil && c.Helper.Name != nil {
-			return *c.Helper.Name, nil
+		if matches(c.Origin, src, dst) {
+			if c.Helper != nil && c.Helper.Name != nil {
+				return *c.Helper.Name, nil
+			}
+			return "", nil
 		}
 	}
 	return "", nil
+}
+
+func matches(tu *ct.IPTuple, src, dst netip.AddrPort) bool {
+	if tu == nil || tu.Src == nil || tu.Dst == nil || tu.Proto == nil ||
+		tu.Proto.Number == nil || *tu.Proto.Number != unix.IPPROTO_TCP ||
+		tu.Proto.SrcPort == nil || tu.Proto.DstPort == nil {
+		return false
+	}
+	s, _ := netip.AddrFromSlice(*tu.Src)
+	d, _ := netip.AddrFromSlice(*tu.Dst)
+	return s.Unmap() == src.Addr() && d.Unmap() == dst.Addr() &&
+		*tu.Proto.SrcPort == src.Port() && *tu.Proto.DstPort == dst.Port()
 }

@@ -1,0 +1,429 @@
+package nat
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Names inside the table, as `nft list table ip pptp_alg` shows them.
+const (
+	setLANIfaces  = "lan_ifaces"
+	mapGREIn      = "gre_in"
+	setGREOut     = "gre_out"
+	chainGREPre   = "gre_prerouting"
+	chainGREPost  = "gre_postrouting"
+	chainRelayPre = "relay_prerouting"
+	chainRelayIn  = "relay_input"
+)
+
+// Set IDs name the sets within one batch, where a rule's lookup may refer to
+// a set created in the same batch. They are fixed here rather than left to
+// google/nftables, whose process-wide counter would make the encoded batch
+// depend on what else the process has done.
+const (
+	idLANIfaces = 1
+	idGREIn     = 2
+	idGREOut    = 3
+)
+
+// PPTP's enhanced GRE header (RFC 2637 section 4.1).
+const (
+	ipProtoGRE = 47 // IPPROTO_GRE
+	// The first 32 bits of the GRE header, masked: the K (key present) bit,
+	// version 1, and protocol type 0x880b (PPP).
+	greHeadMask = 0x2007ffff
+	greHeadPPTP = 0x2001880b
+	greKeyOff   = 6 // the receiver's call ID, 2 bytes
+)
+
+// ipsDstNAT is IPS_DST_NAT from linux/netfilter/nf_conntrack_common.h, the
+// ct status bit of a connection whose destination was translated.
+const ipsDstNAT = 1 << 5
+
+// The registers of the 32-bit register file. NFT_REG32_00 is where the
+// 16-byte NFT_REG_1 begins, and the kernel dumps it as NFT_REG_1: nft prints
+// reg 8 as "reg 1" and reg 9 as "reg 9".
+const (
+	reg8  = unix.NFT_REG32_00
+	reg9  = unix.NFT_REG32_01
+	reg10 = unix.NFT_REG32_02
+)
+
+// Chain priorities, as nft spells them.
+var (
+	prioRaw         = nftables.ChainPriorityRaw                                     // raw (-300)
+	prioSrcNAT      = nftables.ChainPriorityNATSource                               // srcnat (100)
+	prioDstNATLess5 = nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest - 5) // dstnat - 5 (-105)
+	prioFilterLess5 = nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 5)  // filter - 5 (-5)
+	policyAccept    = func() *nftables.ChainPolicy { p := nftables.ChainPolicyAccept; return &p }()
+)
+
+// Key and data types. Set through nft's type numbers, they make `nft list`
+// print addresses and call IDs instead of hex. inet_service is nft's 16-bit
+// big-endian type; nft prints its values as plain numbers.
+var (
+	typeServerCall = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)                      // ipv4_addr . inet_service
+	typeOutCall    = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService) // ipv4_addr . ipv4_addr . inet_service
+)
+
+// objects are the table, sets and chains of one Plane. They are values that
+// name kernel objects; building them sends nothing.
+type objects struct {
+	table                              *nftables.Table
+	lanIfaces, greIn, greOut           *nftables.Set
+	grePre, grePost, relayPre, relayIn *nftables.Chain
+}
+
+func newObjects(table string) objects {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table}
+	return objects{
+		table: t,
+		// set lan_ifaces { type ifname; }
+		//
+		// nft prints ifname keys as "" unless the set's userdata says they
+		// are host order, as nft itself writes it. google/nftables encodes
+		// that userdata value little-endian on every host, so on big-endian
+		// routers nft reads a wrong byte order and may still print "" (the
+		// kernel does not read userdata).
+		lanIfaces: &nftables.Set{
+			Table:        t,
+			ID:           idLANIfaces,
+			Name:         setLANIfaces,
+			KeyType:      nftables.TypeIFName,
+			KeyByteOrder: binaryutil.NativeEndian,
+		},
+		// map gre_in { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
+		greIn: &nftables.Set{
+			Table:    t,
+			ID:       idGREIn,
+			Name:     mapGREIn,
+			IsMap:    true,
+			KeyType:  typeServerCall,
+			DataType: typeServerCall,
+			Counter:  true,
+		},
+		// set gre_out { type ipv4_addr . ipv4_addr . inet_service; counter; }
+		greOut: &nftables.Set{
+			Table:   t,
+			ID:      idGREOut,
+			Name:    setGREOut,
+			KeyType: typeOutCall,
+			Counter: true,
+		},
+		// chain gre_prerouting { type filter hook prerouting priority raw; policy accept; }
+		grePre: &nftables.Chain{
+			Table: t, Name: chainGREPre, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: prioRaw, Policy: policyAccept,
+		},
+		// chain gre_postrouting { type filter hook postrouting priority srcnat; policy accept; }
+		grePost: &nftables.Chain{
+			Table: t, Name: chainGREPost, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPostrouting, Priority: prioSrcNAT, Policy: policyAccept,
+		},
+		// chain relay_prerouting { type nat hook prerouting priority dstnat - 5; policy accept; }
+		relayPre: &nftables.Chain{
+			Table: t, Name: chainRelayPre, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: prioDstNATLess5, Policy: policyAccept,
+		},
+		// chain relay_input { type filter hook input priority filter - 5; policy accept; }
+		relayIn: &nftables.Chain{
+			Table: t, Name: chainRelayIn, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: prioFilterLess5, Policy: policyAccept,
+		},
+	}
+}
+
+// queueInstall queues, without sending, the batch that replaces any table of
+// the same name with a fresh one: "add table" then "delete table" make the
+// deletion succeed whether or not an old table exists, the nft idiom for an
+// atomic replace that works on kernels without NFT_MSG_DESTROYTABLE.
+func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
+	c.AddTable(o.table) // add table ip pptp_alg
+	c.DelTable(o.table) // delete table ip pptp_alg
+	c.AddTable(o.table) // add table ip pptp_alg
+	// add set ip pptp_alg lan_ifaces { type ifname; elements = { LAN... } }
+	if err := c.AddSet(o.lanIfaces, ifnameElements(cfg.LAN)); err != nil {
+		return err
+	}
+	if err := c.AddSet(o.greIn, nil); err != nil {
+		return err
+	}
+	if err := c.AddSet(o.greOut, nil); err != nil {
+		return err
+	}
+	for _, ch := range []*nftables.Chain{o.grePre, o.grePost, o.relayPre, o.relayIn} {
+		c.AddChain(ch)
+	}
+	for _, r := range o.rules(cfg) {
+		c.AddRule(r)
+	}
+	return nil
+}
+
+// rules returns every rule of the table in order.
+func (o objects) rules(cfg Config) []*nftables.Rule {
+	pre := func(e []expr.Any) *nftables.Rule { return &nftables.Rule{Table: o.table, Chain: o.grePre, Exprs: e} }
+	return []*nftables.Rule{
+		// iifname WAN <pptp gre> ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
+		pre(o.inboundTranslate(cfg.WAN)),
+		// iifname WAN <pptp gre> drop
+		pre(concat(matchIifname(cfg.WAN), matchPPTPGRE(), verdict(expr.VerdictDrop))),
+		// iifname @lan_ifaces <pptp gre> ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
+		pre(o.outboundCheck()),
+		// iifname @lan_ifaces <pptp gre> drop
+		pre(concat(o.matchLANIface(), matchPPTPGRE(), verdict(expr.VerdictDrop))),
+		o.snatRule(cfg.WAN, cfg.WANAddr),
+		{Table: o.table, Chain: o.relayPre, Exprs: o.relayRedirect(cfg.RelayPort)},
+		{Table: o.table, Chain: o.relayIn, Exprs: relayGuard(cfg.RelayPort)},
+	}
+}
+
+// inboundTranslate rewrites GRE from the server to the WAN address into GRE
+// for the LAN client, with one map lookup whose 8-byte value (client address,
+// client call ID) lands in two consecutive registers.
+//
+//	iifname WAN <pptp gre> ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
+func (o objects) inboundTranslate(wan string) []expr.Any {
+	return concat(
+		matchIifname(wan),
+		matchPPTPGRE(),
+		[]expr.Any{
+			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			// [ payload load 2b @ transport header + 6 => reg 9 ]  NAT call ID
+			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ lookup reg 8 set gre_in dreg 8 ]                   reg 8 = client, reg 9 = client call ID
+			&expr.Lookup{SourceRegister: reg8, DestRegister: reg8, IsDestRegSet: true, SetName: o.greIn.Name, SetID: o.greIn.ID},
+			// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]   ip daddr
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4,
+				CsumType: expr.CsumTypeInet, CsumOffset: 10},
+			// [ payload write reg 9 => 2b @ transport header + 6 ]  GRE has no checksum here (C bit clear)
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ notrack ]
+			&expr.Notrack{},
+		},
+		verdict(expr.VerdictAccept),
+	)
+}
+
+// outboundCheck lets GRE from a LAN host pass only for a call of its own.
+//
+//	iifname @lan_ifaces <pptp gre> ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
+func (o objects) outboundCheck() []expr.Any {
+	return concat(
+		o.matchLANIface(),
+		matchPPTPGRE(),
+		[]expr.Any{
+			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			// [ payload load 4b @ network header + 16 => reg 9 ]   ip daddr
+			// (one 8-byte load would do, but nft would then print it as @nh,96,64)
+			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			// [ payload load 2b @ transport header + 6 => reg 10 ] server call ID
+			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ lookup reg 8 set gre_out ]
+			&expr.Lookup{SourceRegister: reg8, SetName: o.greOut.Name, SetID: o.greOut.ID},
+			// [ notrack ]
+			&expr.Notrack{},
+		},
+		verdict(expr.VerdictAccept),
+	)
+}
+
+// snatRule is the only rule of gre_postrouting. With a WAN address it is the
+// stateless source NAT of outbound GRE; without one, untracked GRE leaving
+// the WAN is dropped rather than sent with a LAN source address.
+//
+//	oifname WAN ip protocol gre ct state untracked ip saddr != WANADDR ip saddr set WANADDR
+//	oifname WAN ip protocol gre ct state untracked drop          (no WAN address yet)
+func (o objects) snatRule(wan string, addr netip.Addr) *nftables.Rule {
+	e := concat(
+		[]expr.Any{
+			// [ meta load oifname => reg 1 ]
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
+			// [ cmp eq reg 1 WAN ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(wan)},
+			// [ payload load 1b @ network header + 9 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+			// [ cmp eq reg 1 0x2f ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{ipProtoGRE}},
+			// [ ct load state => reg 1 ]
+			&expr.Ct{Key: expr.CtKeySTATE, Register: unix.NFT_REG_1},
+			// [ bitwise reg 1 = ( reg 1 & untracked ) ^ 0 ]   ct state is host order
+			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+				Mask: hostU32(expr.CtStateBitUNTRACKED), Xor: hostU32(0)},
+			// [ cmp neq reg 1 0 ]
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(0)},
+		},
+	)
+	if !addr.IsValid() {
+		e = concat(e, verdict(expr.VerdictDrop))
+	} else {
+		a := addr.As4()
+		e = concat(e, []expr.Any{
+			// [ payload load 4b @ network header + 12 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			// [ cmp neq reg 1 WANADDR ]
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: a[:]},
+			// [ immediate reg 1 WANADDR ]
+			&expr.Immediate{Register: unix.NFT_REG_1, Data: a[:]},
+			// [ payload write reg 1 => 4b @ network header + 12 csum_type 1 csum_off 10 ]
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader,
+				Offset: 12, Len: 4, CsumType: expr.CsumTypeInet, CsumOffset: 10},
+		})
+	}
+	return &nftables.Rule{Table: o.table, Chain: o.grePost, Exprs: e}
+}
+
+// relayRedirect sends PPTP control connections from the LAN to the relay.
+//
+//	iifname @lan_ifaces tcp dport 1723 redirect to :RELAYPORT
+func (o objects) relayRedirect(port uint16) []expr.Any {
+	return concat(
+		o.matchLANIface(),
+		matchTCPDport(1723),
+		[]expr.Any{
+			// [ immediate reg 1 RELAYPORT ]
+			&expr.Immediate{Register: unix.NFT_REG_1, Data: be16(port)},
+			// [ redir proto_min reg 1 flags 0x2 ]   NF_NAT_RANGE_PROTO_SPECIFIED
+			&expr.Redir{RegisterProtoMin: unix.NFT_REG_1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+		},
+	)
+}
+
+// relayGuard keeps the relay port reachable only through the redirect.
+//
+//	tcp dport RELAYPORT ct status & dnat == 0 drop
+func relayGuard(port uint16) []expr.Any {
+	return concat(
+		matchTCPDport(port),
+		[]expr.Any{
+			// [ ct load status => reg 1 ]
+			&expr.Ct{Key: expr.CtKeySTATUS, Register: unix.NFT_REG_1},
+			// [ bitwise reg 1 = ( reg 1 & dnat ) ^ 0 ]   ct status is host order
+			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+				Mask: hostU32(ipsDstNAT), Xor: hostU32(0)},
+			// [ cmp eq reg 1 0 ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: hostU32(0)},
+		},
+		verdict(expr.VerdictDrop),
+	)
+}
+
+// matchPPTPGRE matches PPTP's enhanced GRE in one load:
+// ip protocol 47 (@th,0,16 & 0x2007) == 0x2001 @th,16,16 == 0x880b.
+func matchPPTPGRE() []expr.Any {
+	return []expr.Any{
+		// [ payload load 1b @ network header + 9 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+		// [ cmp eq reg 1 0x2f ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{ipProtoGRE}},
+		// [ payload load 4b @ transport header + 0 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 4},
+		// [ bitwise reg 1 = ( reg 1 & 0x2007ffff ) ^ 0 ]
+		&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+			Mask: be32(greHeadMask), Xor: be32(0)},
+		// [ cmp eq reg 1 0x2001880b ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be32(greHeadPPTP)},
+	}
+}
+
+// matchIifname is iifname NAME.
+func matchIifname(name string) []expr.Any {
+	return []expr.Any{
+		// [ meta load iifname => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+		// [ cmp eq reg 1 NAME ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(name)},
+	}
+}
+
+// matchLANIface is iifname @lan_ifaces.
+func (o objects) matchLANIface() []expr.Any {
+	return []expr.Any{
+		// [ meta load iifname => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+		// [ lookup reg 1 set lan_ifaces ]
+		&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: o.lanIfaces.Name, SetID: o.lanIfaces.ID},
+	}
+}
+
+// matchTCPDport is tcp dport PORT.
+func matchTCPDport(port uint16) []expr.Any {
+	return []expr.Any{
+		// [ meta load l4proto => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
+		// [ cmp eq reg 1 0x06 ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
+		// [ payload load 2b @ transport header + 2 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		// [ cmp eq reg 1 PORT ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(port)},
+	}
+}
+
+// verdict is [ immediate reg 0 KIND ].
+func verdict(k expr.VerdictKind) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: k}}
+}
+
+func concat(parts ...[]expr.Any) []expr.Any {
+	var n int
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]expr.Any, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// ifname pads an interface name to IFNAMSIZ, as the kernel's meta iifname
+// and oifname fill all 16 bytes of the register.
+func ifname(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
+func ifnameElements(names []string) []nftables.SetElement {
+	els := make([]nftables.SetElement, len(names))
+	for i, n := range names {
+		els[i] = nftables.SetElement{Key: ifname(n)}
+	}
+	return els
+}
+
+// inKey is the gre_in key: server . NAT call ID.
+func inKey(server netip.Addr, natID uint16) []byte { return addrCall(server, natID) }
+
+// inValue is the gre_in value: client . client call ID.
+func inValue(client netip.Addr, clientID uint16) []byte { return addrCall(client, clientID) }
+
+// outKey is the gre_out key: client . server . server call ID.
+func outKey(client, server netip.Addr, serverID uint16) []byte {
+	c := client.As4()
+	return append(c[:], addrCall(server, serverID)...)
+}
+
+// addrCall lays out an IPv4 address and a call ID in two 4-byte registers.
+func addrCall(a netip.Addr, id uint16) []byte {
+	b := make([]byte, 8)
+	a4 := a.As4()
+	copy(b, a4[:])
+	binary.BigEndian.PutUint16(b[4:], id)
+	return b
+}
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// hostU32 encodes a value the kernel keeps in host order, such as ct state
+// and ct status bits.
+func hostU32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
