@@ -59,6 +59,17 @@ func (l *Lab) StartPPTPD(ctx context.Context) error {
 	return waitFor(ctx, p, "pptpd to listen", func() bool { return l.listening(l.Server, 1723) })
 }
 
+// StopPPTPD stops pptpd, freeing tcp/1723 on the server for another peer.
+func (l *Lab) StopPPTPD() {
+	l.mu.Lock()
+	p := l.pptpd
+	l.pptpd = nil
+	l.mu.Unlock()
+	if p != nil {
+		p.stop(stopGrace)
+	}
+}
+
 // listening reports whether a TCP socket in namespace ns listens on port.
 func (l *Lab) listening(ns string, port uint16) bool {
 	var tcp []byte
