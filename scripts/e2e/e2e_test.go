@@ -467,3 +467,26 @@ func TestSimulator(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleTimeout: a call whose GRE goes quiet is released even though its
+// control connection stays open.
+func TestIdleTimeout(t *testing.T) {
+	r := newRouter(t, 1, lab.FirewallFW4, "--idle-timeout", "2s")
+	r.startSimServer(t)
+	hs := r.holdSim(t, r.Hosts[0], "--call-ids", "5", "--pings", "2")
+	if ms := r.mappings(t); len(ms) != 1 || ms[0].PacketsOut < 2 {
+		t.Fatalf("mappings while the call is fresh: %+v", ms)
+	}
+	start := time.Now()
+	for len(r.mappings(t)) > 0 {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("call still listed %v after its GRE went quiet (idle timeout 2s)", time.Since(start))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("idle call released %v after its last GRE packet (idle timeout 2s)", time.Since(start).Round(100*time.Millisecond))
+	if hs.p.Exited() {
+		t.Fatal("the control connection should outlive the idle call")
+	}
+	hs.release(t)
+}
