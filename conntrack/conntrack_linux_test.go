@@ -23,6 +23,12 @@ func inNewNetns(t *testing.T, f func()) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs nft")
 	}
+	// qemu-user has no netfilter netlink sockets.
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Skipf("no netfilter netlink socket here: %v", err)
+	}
+	unix.Close(fd)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
