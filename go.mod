@@ -6,6 +6,7 @@ require (
 	github.com/florianl/go-conntrack v0.6.0
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0
+	github.com/gopacket/gopacket v1.7.7
 	github.com/mdlayher/netlink v1.11.2
 	golang.org/x/sys v0.45.0
 )

@@ -98,12 +98,13 @@ func NewTable(dp DataPlane, limits Limits, log *slog.Logger) *Table {
 
 // Session is the call state of one relayed control connection.
 type Session struct {
-	t       *Table
-	Client  netip.Addr
-	Server  netip.Addr
-	calls   []*call  // this connection's calls
-	offered []uint16 // server call IDs of Incoming-Call-Requests not yet answered
-	closed  bool
+	t        *Table
+	Client   netip.Addr
+	Server   netip.Addr
+	calls    []*call  // this connection's calls
+	offered  []uint16 // server call IDs of Incoming-Call-Requests not yet answered
+	refusals int      // calls refused on this connection
+	closed   bool
 }
 
 // OpenSession admits a new control connection from client to server.
@@ -127,6 +128,9 @@ func (s *Session) Close() {
 		return
 	}
 	s.closed = true
+	if s.refusals > loggedRefusals {
+		t.log.Warn("calls refused on this connection", "client", s.Client, "server", s.Server, "refused", s.refusals)
+	}
 	for len(s.calls) > 0 {
 		t.releaseLocked(s.calls[len(s.calls)-1], "control connection closed")
 	}

@@ -3,7 +3,9 @@ package alg
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,7 +165,6 @@ func TestTranslationOfEveryCallIDMessage(t *testing.T) {
 		{"set-link-info from server", false, (&SetLinkInfo{PeerCallID: natID}).Append(nil), 12, C},
 		{"set-link-info from client", true, (&SetLinkInfo{PeerCallID: S}).Append(nil), 12, S},
 		{"wan-error-notify from server", false, (&WANErrorNotify{PeerCallID: natID}).Append(nil), 12, C},
-		{"wan-error-notify from client", true, (&WANErrorNotify{PeerCallID: S}).Append(nil), 12, S},
 		{"incoming-call-connected from server", false, (&IncomingCallConnected{PeerCallID: natID}).Append(nil), 12, C},
 		{"echo passes", true, (&EchoRequest{Identifier: 0x1234}).Append(nil), 12, 0x0000},
 	}
@@ -182,6 +183,60 @@ func TestTranslationOfEveryCallIDMessage(t *testing.T) {
 				t.Errorf("call ID field = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestServerOnlyMessagesFromClient(t *testing.T) {
+	dp := newFakePlane()
+	tab := NewTable(dp, DefaultLimits, nil)
+	s, _ := tab.OpenSession(hostA, server)
+	dial(t, s, 5, 400)
+	for _, m := range []Message{
+		&OutgoingCallReply{CallID: 400, PeerCallID: 5, ResultCode: OutgoingCallResultConnected},
+		&IncomingCallRequest{CallID: 401},
+		&IncomingCallConnected{PeerCallID: 5},
+		&WANErrorNotify{PeerCallID: 400},
+		&IncomingCallReply{CallID: 6, PeerCallID: 999, ResultCode: incomingCallResultAccept}, // never offered
+	} {
+		t.Run(m.Type().String(), func(t *testing.T) {
+			forward, reply, err := s.fromClient(m.Append(nil))
+			if err == nil || forward || reply != nil {
+				t.Fatalf("fromClient = %v, %x, %v; want the connection refused", forward, reply, err)
+			}
+			t.Log(err)
+		})
+	}
+	if n := len(tab.Calls()); n != 1 {
+		t.Errorf("%d calls after the bad messages, want the 1 from before", n)
+	}
+}
+
+func TestRefusalsLoggedBounded(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	tab := NewTable(newFakePlane(), Limits{CallsPerClient: 2}, log)
+	s, _ := tab.OpenSession(hostA, server)
+	const asks = 1000
+	for i := range asks {
+		forward, reply, err := s.fromClient(ocrq(uint16(i + 1)))
+		if i < 2 {
+			if err != nil || !forward {
+				t.Fatalf("call %d: %v, %v", i, forward, err)
+			}
+			continue
+		}
+		r, perr := Parse(reply)
+		if err != nil || forward || perr != nil {
+			t.Fatalf("call %d: forward %v, reply %x (%v), err %v; want a refusal", i, forward, reply, perr, err)
+		}
+		if ocr := r.(*OutgoingCallReply); ocr.ResultCode != OutgoingCallResultGeneralError || ocr.ErrorCode != ErrorCodeNoResource || ocr.PeerCallID != uint16(i+1) {
+			t.Fatalf("refusal %+v", ocr)
+		}
+	}
+	s.Close()
+	lines := strings.Count(logged.String(), "level=WARN")
+	if lines > loggedRefusals+2 || !strings.Contains(logged.String(), "refused="+fmt.Sprint(asks-2)) {
+		t.Errorf("%d log lines on %d refusals; want at most %d and a total:\n%s", lines, asks-2, loggedRefusals+2, logged.String())
 	}
 }
 

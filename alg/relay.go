@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 )
@@ -26,7 +27,58 @@ type Relay struct {
 	// Check, when set, vets an accepted connection before it is relayed;
 	// an error refuses it.
 	Check func(client net.Conn) error
-	Log   *slog.Logger
+	// IdleTimeout closes a control connection once either side has sent
+	// nothing for this long, or not taken what the relay wrote to it; zero
+	// means DefaultIdleTimeout. It frees the calls of a peer that vanished
+	// without a FIN or RST.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+
+	mu     sync.Mutex
+	active map[*pair]struct{} // relayed connections, for CloseNotFrom
+}
+
+// DefaultIdleTimeout is three PPTP keep-alive intervals: a live peer sends
+// an Echo-Request after 60 s without control traffic (RFC 2637 section
+// 2.4), and the other answers it.
+const DefaultIdleTimeout = 3 * 60 * time.Second
+
+// relayBufSize is the fixed buffer of each direction of a relayed
+// connection, and so all the memory a peer can make the relay hold for it
+// besides the kernel's socket buffers. It holds at least one whole message
+// behind a partial one.
+const relayBufSize = 4096
+
+// CloseNotFrom closes every relayed connection whose server side is not
+// bound to local, and returns how many it closed. After the WAN address
+// changes, connections from the old one can never carry traffic again; their
+// calls are released at once rather than when the peers give up.
+func (r *Relay) CloseNotFrom(local netip.Addr, why string) int {
+	r.mu.Lock()
+	var stale []*pair
+	for p := range r.active {
+		if addrPortOf(p.server.LocalAddr()).Addr() != local {
+			stale = append(stale, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range stale {
+		p.closeWith(errors.New(why))
+	}
+	return len(stale)
+}
+
+func (r *Relay) track(p *pair, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !on {
+		delete(r.active, p)
+		return
+	}
+	if r.active == nil {
+		r.active = make(map[*pair]struct{})
+	}
+	r.active[p] = struct{}{}
 }
 
 // Serve accepts connections until ctx is done or ln fails.
@@ -92,7 +144,13 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	log.Info("control connection open")
 
 	// Either side ending, or a malformed message, ends both.
-	p := &pair{client: client, server: server, s: s}
+	idle := r.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	p := &pair{client: client, server: server, s: s, idle: idle}
+	r.track(p, true)
+	defer r.track(p, false)
 	stop := context.AfterFunc(ctx, p.close)
 	defer stop()
 	errc := make(chan error, 2)
@@ -101,6 +159,9 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	err = <-errc
 	p.close()
 	<-errc
+	if p.reason != nil {
+		err = p.reason
+	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 		log.Info("control connection closed")
@@ -113,12 +174,18 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 type pair struct {
 	client, server net.Conn
 	s              *Session
+	idle           time.Duration
 	clientWrite    sync.Mutex // the client hears from both pumps
 	closeOnce      sync.Once
+	reason         error // why the relay closed it; read after close
 }
 
-func (p *pair) close() {
+func (p *pair) close() { p.closeWith(nil) }
+
+// closeWith closes both sides; the first caller's reason is the one logged.
+func (p *pair) closeWith(why error) {
 	p.closeOnce.Do(func() {
+		p.reason = why
 		p.client.Close()
 		p.server.Close()
 	})
@@ -128,13 +195,21 @@ func (p *pair) close() {
 // place and written in the batches they arrived in, so the relay adds no
 // segmentation of its own and allocates nothing per message.
 func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
-	var buf [4096]byte
+	side := "server"
+	if fromClient {
+		side = "client"
+	}
+	var buf [relayBufSize]byte
 	have := 0
 	for {
+		src.SetReadDeadline(time.Now().Add(p.idle))
 		n, err := src.Read(buf[have:])
 		if n == 0 && err != nil {
-			if have > 0 && errors.Is(err, io.EOF) {
-				return fmt.Errorf("stream ended inside a message (%d bytes)", have)
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return fmt.Errorf("%s sent nothing for %v", side, p.idle)
+			case have > 0 && errors.Is(err, io.EOF):
+				return fmt.Errorf("%s ended the stream inside a message (%d bytes)", side, have)
 			}
 			return err
 		}
@@ -143,10 +218,7 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 		for {
 			m, ferr := Frame(buf[off:have])
 			if ferr != nil {
-				if fromClient {
-					return fmt.Errorf("from client: %w", ferr)
-				}
-				return fmt.Errorf("from server: %w", ferr)
+				return fmt.Errorf("from %s: %w", side, ferr)
 			}
 			if m == 0 {
 				break
@@ -172,7 +244,10 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 		}
 		if out > 0 {
 			if fromClient {
-				_, err = dst.Write(buf[:out])
+				dst.SetWriteDeadline(time.Now().Add(p.idle))
+				if _, err = dst.Write(buf[:out]); errors.Is(err, os.ErrDeadlineExceeded) {
+					err = fmt.Errorf("server read nothing for %v", p.idle)
+				}
 			} else {
 				err = p.writeClient(buf[:out])
 			}
@@ -180,6 +255,8 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 				return err
 			}
 		}
+		// What is left is part of one message, so the next read always
+		// has room.
 		have = copy(buf[:], buf[off:have])
 	}
 }
@@ -187,7 +264,11 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 func (p *pair) writeClient(b []byte) error {
 	p.clientWrite.Lock()
 	defer p.clientWrite.Unlock()
+	p.client.SetWriteDeadline(time.Now().Add(p.idle))
 	_, err := p.client.Write(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("client read nothing for %v", p.idle)
+	}
 	return err
 }
 

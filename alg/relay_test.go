@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,17 +87,25 @@ func (mr *messageReader) next() (Message, error) {
 
 func startRelay(t *testing.T, tab *Table, server netip.AddrPort) net.Addr {
 	t.Helper()
+	return startRelayWith(t, &Relay{Table: tab}, server)
+}
+
+// startRelayWith serves r on loopback; OriginalDst and Dial are filled in
+// unless set.
+func startRelayWith(t *testing.T, r *Relay, server netip.AddrPort) net.Addr {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Relay{
-		Table:       tab,
-		OriginalDst: func(net.Conn) (netip.AddrPort, error) { return server, nil },
-		Dial: func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+	if r.OriginalDst == nil {
+		r.OriginalDst = func(net.Conn) (netip.AddrPort, error) { return server, nil }
+	}
+	if r.Dial == nil {
+		r.Dial = func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp4", s.String())
-		},
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -247,5 +257,148 @@ func TestRelayClosingReleasesCalls(t *testing.T) {
 	}
 	if n := len(tab.Calls()); n != 0 {
 		t.Fatalf("%d calls left 2 s after the reset", n)
+	}
+}
+
+// syncBuffer is a log sink the relay's goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRelayIdleTimeout(t *testing.T) {
+	es := startEchoServer(t)
+	tab := NewTable(newFakePlane(), DefaultLimits, nil)
+	var logged syncBuffer
+	r := &Relay{Table: tab, IdleTimeout: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	addr := startRelayWith(t, r, es.ln.Addr().(*net.TCPAddr).AddrPort())
+
+	c, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mr := &messageReader{r: c}
+	// A client that keeps talking stays, well past the timeout.
+	start := time.Now()
+	for i := uint16(1); time.Since(start) < time.Second; i++ {
+		c.Write(ocrq(i))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := mr.next(); err != nil {
+			t.Fatalf("after %v of traffic: %v", time.Since(start), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Then it goes quiet, as one that vanished would.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("quiet connection: read err = %v, want EOF", err)
+	}
+	waitFor(t, "calls released", func() bool { return len(tab.Calls()) == 0 && tab.Sessions() == 0 })
+	if !strings.Contains(logged.String(), "sent nothing for 300ms") {
+		t.Errorf("no log line giving the reason:\n%s", logged.String())
+	}
+}
+
+func TestRelayCloseNotFrom(t *testing.T) {
+	es := startEchoServer(t)
+	tab := NewTable(newFakePlane(), DefaultLimits, nil)
+	// The first connection goes out from 127.0.0.2, the next from 127.0.0.3:
+	// a WAN address that changed in between.
+	var dials int
+	var mu sync.Mutex
+	r := &Relay{Table: tab, Dial: func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		local := netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + dials)})
+		mu.Unlock()
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))}
+		return d.DialContext(ctx, "tcp4", s.String())
+	}}
+	addr := startRelayWith(t, r, es.ln.Addr().(*net.TCPAddr).AddrPort())
+	var conns []net.Conn
+	var readers []*messageReader
+	for i := range 2 {
+		c, err := net.Dial("tcp4", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		mr := &messageReader{r: c}
+		c.Write(ocrq(uint16(10 + i)))
+		if _, err := mr.next(); err != nil {
+			t.Fatal(err)
+		}
+		conns, readers = append(conns, c), append(readers, mr)
+	}
+	if n := r.CloseNotFrom(netip.MustParseAddr("127.0.0.3"), "WAN address changed"); n != 1 {
+		t.Fatalf("CloseNotFrom closed %d connections, want 1", n)
+	}
+	if _, err := conns[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection from the old address: read err = %v, want EOF", err)
+	}
+	waitFor(t, "the old connection's call released", func() bool { return len(tab.Calls()) == 1 })
+	if c := tab.Calls()[0]; c.ClientCallID != 11 {
+		t.Fatalf("call left: %+v; want the second connection's", c)
+	}
+	conns[1].Write(ocrq(12))
+	if _, err := readers[1].next(); err != nil {
+		t.Fatalf("connection from the new address: %v", err)
+	}
+}
+
+// TestRelayBufferBounded states what a connection can make the relay hold:
+// one fixed array per direction, which always has room for a whole message
+// behind a partial one, however the peer writes.
+func TestRelayBufferBounded(t *testing.T) {
+	if relayBufSize < 2*MaxMessageLen {
+		t.Fatalf("relay buffer %d bytes; a partial message and a whole one need %d", relayBufSize, 2*MaxMessageLen)
+	}
+	es := startEchoServer(t)
+	tab := NewTable(newFakePlane(), Limits{CallsPerClient: 100000, Calls: 100000, ConnsPerClient: 1}, nil)
+	addr := startRelay(t, tab, es.ln.Addr().(*net.TCPAddr).AddrPort())
+	c, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// 64 KiB of requests in one write, replies read meanwhile.
+	const n = 400
+	var stream []byte
+	for i := range n {
+		stream = append(stream, ocrq(uint16(i+1))...)
+	}
+	go c.Write(stream)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	mr := &messageReader{r: c}
+	for i := range n {
+		if _, err := mr.next(); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
 	}
 }

@@ -21,11 +21,16 @@ const clearGrace = time.Second
 func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
 	t := MessageType(binary.BigEndian.Uint16(m[8:]))
 	switch t {
+	case TypeOutgoingCallReply, TypeIncomingCallRequest, TypeIncomingCallConnected, TypeWANErrorNotify:
+		// Only a PAC sends these (RFC 2637 section 2). From the client they
+		// are an attack or a broken peer; the server must not get them.
+		return false, nil, fmt.Errorf("from client: %v, which only a server sends", t)
+
 	case TypeOutgoingCallRequest:
 		clientID := get16(m, t.CallIDOffset())
 		c, err := s.startCall(clientID)
 		if err != nil {
-			s.t.log.Warn("outgoing call refused", "client", s.Client, "server", s.Server, "client_call_id", clientID, "err", err)
+			s.refused(clientID, err)
 			return false, refusal(clientID), nil
 		}
 		put16(m, t.CallIDOffset(), c.NATCallID)
@@ -35,7 +40,7 @@ func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
 		clientID := get16(m, t.CallIDOffset())
 		serverID := get16(m, t.PeerCallIDOffset())
 		if !s.takeOffer(serverID) {
-			return false, nil, fmt.Errorf("%v for server call %d, which the server never offered", t, serverID)
+			return false, nil, fmt.Errorf("from client: %v for server call %d, which the server never offered", t, serverID)
 		}
 		if m[incomingCallReplyResultOffset] != incomingCallResultAccept {
 			return true, nil, nil
@@ -43,7 +48,7 @@ func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
 		c, err := s.startCall(clientID)
 		if err != nil {
 			// The server has already offered the call; tell it no.
-			s.t.log.Warn("incoming call refused", "client", s.Client, "server", s.Server, "client_call_id", clientID, "err", err)
+			s.refused(clientID, err)
 			m[incomingCallReplyResultOffset] = incomingCallResultDoNotAccept
 			return true, nil, nil
 		}
@@ -112,6 +117,26 @@ func (s *Session) fromServer(m []byte) error {
 		}
 	}
 	return nil
+}
+
+// loggedRefusals is how many refused calls a connection logs one by one; a
+// client asking on and on past its limits would otherwise flood the log.
+// Session.Close logs the total.
+const loggedRefusals = 8
+
+// refused logs a call the router turned down.
+func (s *Session) refused(clientID uint16, err error) {
+	s.t.mu.Lock()
+	s.refusals++
+	n := s.refusals
+	s.t.mu.Unlock()
+	switch {
+	case n <= loggedRefusals:
+		s.t.log.Warn("call refused", "client", s.Client, "server", s.Server, "client_call_id", clientID, "err", err)
+	case n == loggedRefusals+1:
+		s.t.log.Warn("call refused; logging no more for this connection", "client", s.Client, "server", s.Server,
+			"client_call_id", clientID, "err", err)
+	}
 }
 
 // Result fields the translation reads.

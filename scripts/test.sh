@@ -56,6 +56,7 @@ cross() {
 step "go vet" go vet ./...
 step "gofmt" gofmt_clean
 step "shellcheck" shellcheck scripts/*.sh .ci/run
+step "firmware: shellcheck, node --check, JSON" scripts/firmware/lint.sh
 step "go test (unit, root and end-to-end)" go test -p 2 -count=1 -timeout 20m ./...
 step "fuzz targets, $fuzztime each" fuzz_all
 step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7

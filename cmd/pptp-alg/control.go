@@ -10,16 +10,23 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/conntrack"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
-// The control socket speaks one request line (a command name) and one JSON
-// reply per connection. It is root-only (mode 0600).
+// The control socket speaks one request line (a command name: status,
+// enable, disable, mappings) and one JSON reply per connection, or
+// {"error": "..."}. It is root-only: mode 0600, and a peer that is neither
+// root nor the daemon's user is refused.
 
 // Mapping is one call as `pptp-alg mappings --json` prints it.
 type Mapping struct {
@@ -37,10 +44,21 @@ type Mapping struct {
 }
 
 type daemon struct {
-	cfg     daemonConfig
-	log     *slog.Logger
+	cfg      daemonConfig
+	log      *slog.Logger
+	tracker  *conntrack.Tracker
+	features []string   // kernel features found at start-up
+	failed   chan error // a gateway goroutine's failure ends the daemon
+
+	// mu orders enable, disable and the control requests that read plane,
+	// table and relay. Those three change only while maintain is stopped,
+	// so maintain reads them without mu. All are nil while disabled.
+	mu      sync.Mutex
+	gw      *gateway
+	closing bool
 	plane   *nat.Plane
 	table   *alg.Table
+	relay   *alg.Relay // closes connections from an old WAN address
 	wanAddr atomic.Pointer[netip.Addr]
 }
 
@@ -55,39 +73,86 @@ func (d *daemon) dialServer(ctx context.Context, server netip.AddrPort) (net.Con
 // maintain keeps the kernel state true to the call table: it restores the
 // table after a flush, follows the WAN address, and expires idle calls.
 func (d *daemon) maintain(ctx context.Context) error {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	lastExpire := time.Now()
+	check := time.NewTicker(tableCheckEvery)
+	defer check.Stop()
+	lastTick, lastExpire := time.Now(), time.Now()
+	snat := *d.wanAddr.Load() // the address the SNAT rule holds
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-check.C:
 		}
-		if ok, err := d.plane.Installed(); err != nil {
-			d.log.Warn("check nftables table", "err", err)
-		} else if !ok {
-			d.log.Warn("nftables table is gone (ruleset flushed?); installing it again")
-			if err := d.plane.Reinstall(); err != nil {
-				d.log.Error("reinstall nftables table", "err", err)
-				continue
-			}
-			if err := d.table.Reinstall(); err != nil {
-				d.log.Error("reinstall call mappings", "err", err)
-			}
+		d.restoreTable()
+		if time.Since(lastTick) < time.Second {
+			continue
 		}
-		if a, err := interfaceIPv4(d.cfg.wan); err == nil && a != *d.wanAddr.Load() {
-			d.log.Warn("WAN address changed", "old", *d.wanAddr.Load(), "new", a)
-			d.wanAddr.Store(&a)
-			if err := d.plane.SetWANAddr(a); err != nil {
-				d.log.Error("update WAN address", "err", err)
-			}
-		}
+		lastTick = time.Now()
+		snat = d.followWAN(snat)
 		if time.Since(lastExpire) >= expireEvery(d.cfg.idleTimeout) {
 			lastExpire = time.Now()
 			d.expire()
 		}
 	}
+}
+
+// tableCheckEvery is how often maintain looks for its table. A flush takes
+// the NAT hooks with it, so until the table is back, a relayed connection's
+// packets pass untranslated and the client may answer one with a RST; the
+// check, one netlink round trip, keeps that window short.
+const tableCheckEvery = 100 * time.Millisecond
+
+// restoreTable installs the table and every call's mappings again if the
+// table is gone: `nft flush ruleset`, a firewall reload that flushes.
+func (d *daemon) restoreTable() {
+	ok, err := d.plane.Installed()
+	if err != nil {
+		d.log.Warn("check nftables table", "err", err)
+		return
+	}
+	if ok {
+		return
+	}
+	start := time.Now()
+	d.log.Warn("nftables table is gone (ruleset flushed?); installing it again")
+	if err := d.plane.Reinstall(); err != nil {
+		d.log.Error("reinstall nftables table", "err", err)
+		return
+	}
+	if err := d.table.Reinstall(); err != nil {
+		d.log.Error("reinstall call mappings", "err", err)
+	}
+	d.log.Warn("nftables table restored", "calls", len(d.table.Calls()), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// followWAN tracks the WAN address: new control connections are dialled
+// from it, the SNAT rule is moved to it (snat is what the rule holds now;
+// the new value is returned), and control connections still bound to an
+// older address are closed, releasing their calls: they can never carry
+// traffic again. Checking every tick also catches a connection dialled
+// from the old address just as it changed.
+func (d *daemon) followWAN(snat netip.Addr) netip.Addr {
+	a, err := interfaceIPv4(d.cfg.wan)
+	if err != nil {
+		return snat // no address for now: keep the old until one comes
+	}
+	if old := *d.wanAddr.Load(); a != old {
+		d.log.Warn("WAN address changed", "old", old, "new", a)
+		d.wanAddr.Store(&a)
+	}
+	if a != snat {
+		if err := d.plane.SetWANAddr(a); err != nil {
+			d.log.Error("update WAN address", "err", err)
+		} else {
+			snat = a
+		}
+	}
+	if d.relay != nil {
+		if n := d.relay.CloseNotFrom(a, "WAN address changed"); n > 0 {
+			d.log.Warn("closed control connections from an old WAN address", "connections", n, "wan_addr", a)
+		}
+	}
+	return snat
 }
 
 // expireEvery checks idleness often enough to release a call within a
@@ -97,14 +162,46 @@ func expireEvery(idle time.Duration) time.Duration {
 }
 
 func (d *daemon) expire() {
+	before := d.table.Calls() // each of these is in the kernel before the dump
 	in, out, err := d.plane.Counters()
 	if err != nil {
 		d.log.Warn("read GRE counters", "err", err)
 		return
 	}
+	// Elements lost while the table stayed (`nft flush set`, a partial
+	// reload): add them again. Adding one that exists changes nothing.
+	if n := missingMappings(before, d.table.Calls(), in, out); n > 0 {
+		d.log.Warn("GRE mappings missing from the kernel; adding them again", "missing", n)
+		if err := d.table.Reinstall(); err != nil {
+			d.log.Error("reinstall call mappings", "err", err)
+		}
+	}
 	d.table.Expire(d.cfg.idleTimeout, func(c alg.CallInfo) alg.Traffic {
 		return traffic(c, in, out)
 	})
+}
+
+// missingMappings counts the kernel elements that the calls listed both
+// before and after the dump should have and that the dump lacks. A call
+// set up or released meanwhile is in only one of the lists.
+func missingMappings(before, after []alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) int {
+	still := make(map[alg.CallInfo]bool, len(after))
+	for _, c := range after {
+		still[c] = true
+	}
+	n := 0
+	for _, c := range before {
+		if !still[c] {
+			continue
+		}
+		if _, ok := in[nat.InKey{Server: c.Server, NATID: c.NATCallID}]; !ok {
+			n++
+		}
+		if _, ok := out[nat.OutKey{Client: c.Client, Server: c.Server, ServerID: c.ServerCallID}]; c.Established && !ok {
+			n++
+		}
+	}
+	return n
 }
 
 func traffic(c alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) alg.Traffic {
@@ -117,6 +214,11 @@ func traffic(c alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]na
 }
 
 func (d *daemon) mappings() ([]Mapping, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.table == nil { // disabled
+		return []Mapping{}, nil
+	}
 	calls := d.table.Calls()
 	in, out, err := d.plane.Counters()
 	if err != nil {
@@ -139,8 +241,7 @@ func (d *daemon) mappings() ([]Mapping, error) {
 
 func listenControl(path string) (*net.UnixListener, error) {
 	// A socket left by a killed run is stale; one that answers is not.
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
+	if socketAnswers(path) {
 		return nil, fmt.Errorf("control socket %s: another pptp-alg is running", path)
 	}
 	os.Remove(path)
@@ -172,15 +273,58 @@ func (d *daemon) serveControl(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
+func socketAnswers(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// peerAllowed reports whether the peer of a control connection is root or
+// the daemon's own user. The socket's mode already keeps others out; this
+// holds if someone loosens it, since enable and disable change the router.
+func peerAllowed(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return err == nil && cred != nil && (cred.Uid == 0 || int(cred.Uid) == os.Geteuid())
+}
+
 func (d *daemon) answer(c net.Conn) {
 	defer c.Close()
+	// disable waits for the relayed connections to end; that takes
+	// milliseconds, so 5 s is ample.
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return
 	}
+	if !peerAllowed(c) {
+		json.NewEncoder(c).Encode(controlError{"permission denied: root only"})
+		return
+	}
 	var reply any
 	switch cmd := strings.TrimSpace(line); cmd {
+	case "status":
+		reply = d.status()
+	case "enable", "disable":
+		r, err := d.toggle(cmd == "enable")
+		if err != nil {
+			reply = controlError{err.Error()}
+		} else {
+			reply = r
+		}
 	case "mappings":
 		ms, err := d.mappings()
 		if err != nil {
@@ -188,6 +332,16 @@ func (d *daemon) answer(c net.Conn) {
 		} else {
 			reply = ms
 		}
+	case "debug":
+		// For the leak tests: what churn must give back. The heap is read
+		// after a collection, so that it counts only what is still held.
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		reply = struct {
+			Goroutines int    `json:"goroutines"`
+			HeapAlloc  uint64 `json:"heap_alloc"`
+		}{runtime.NumGoroutine(), m.HeapAlloc}
 	default:
 		reply = controlError{fmt.Sprintf("unknown request %q", cmd)}
 	}

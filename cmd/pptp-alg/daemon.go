@@ -17,19 +17,41 @@ import (
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
-const runUsage = `Usage: pptp-alg run --lan IFACE[,IFACE...] --wan IFACE [OPTIONS]
-
-Run the PPTP passthrough gateway in the foreground, logging to stderr, the
-way procd and systemd expect. It is ready once its control socket exists.
-On SIGTERM or SIGINT it removes every piece of kernel state it installed
-(its nftables table "pptp_alg") and exits 0.
+var runHelp = help{
+	synopsis: "pptp-alg run --lan IFACE[,IFACE...] --wan IFACE [OPTIONS]",
+	about: `
+Run the PPTP passthrough gateway in the foreground, logging to stderr as
+procd and systemd expect. It is ready once its control socket exists.
 
 PPTP control connections from the LAN interfaces to TCP port 1723 are
 redirected to a local relay, which connects to the server from the WAN
-address and translates call IDs. GRE is translated in the kernel.
+address and translates call IDs. GRE is translated in the kernel, by the
+nftables table the daemon owns (family ip, "pptp_alg" unless --table).
+The firewall must accept that GRE, which conntrack leaves untracked, in its
+forward chain: 'pptp-alg doctor' checks it.
 
-Options:
-`
+'pptp-alg disable' removes the table and releases every call without
+stopping the daemon; 'pptp-alg enable' installs it again. On SIGTERM or
+SIGINT the daemon removes everything it installed and exits 0.
+
+The kernel's own PPTP helper (nf_conntrack_pptp) must not translate the
+connections pptp-alg relays: two NATs rewriting one stream corrupt it. The
+daemon logs a warning naming the fix when a rule assigns that helper, and
+refuses any relayed connection that carries it, logging why.
+
+A LAN host may hold --max-conns-per-client control connections and
+--max-calls-per-client calls; beyond them, or beyond --max-calls in all,
+it is refused. A call is released when it is cleared, when its control
+connection ends, or when its GRE has been idle for --idle-timeout.`,
+	exit: `
+0  stopped by SIGTERM or SIGINT, with everything it installed removed
+1  a runtime failure after start-up
+2  a bad flag, a missing interface or WAN address, a missing kernel feature
+   or permission, a port in use, or another pptp-alg on the same socket`,
+	example: `
+pptp-alg run --lan br-lan --wan wan
+pptp-alg run --lan br-lan,br-guest --wan pppoe-wan --idle-timeout 10m`,
+}
 
 type daemonConfig struct {
 	lan         []string
@@ -37,37 +59,30 @@ type daemonConfig struct {
 	socket      string
 	relayPort   uint
 	idleTimeout time.Duration
+	controlIdle time.Duration
 	limits      alg.Limits
 	table       string
 	verbose     bool
 }
 
-func parseRunFlags(args []string, stderr io.Writer) (daemonConfig, error) {
-	cfg := daemonConfig{limits: alg.DefaultLimits}
+// parseRunFlags parses run's flags; done means --help was printed.
+func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool, err error) {
+	cfg = daemonConfig{limits: alg.DefaultLimits}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage)
-		fs.PrintDefaults()
-	}
 	lan := fs.String("lan", "", "LAN `interfaces`, comma-separated (required)")
 	fs.StringVar(&cfg.wan, "wan", "", "WAN `interface` (required); its first IPv4 address is the NAT address")
 	fs.StringVar(&cfg.socket, "socket", defaultSocket, "control socket `path`")
 	fs.UintVar(&cfg.relayPort, "relay-port", 1724, "local TCP `port` the control connections are redirected to")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 5*time.Minute, "release a call whose GRE has been idle this `long`")
+	fs.DurationVar(&cfg.controlIdle, "control-idle-timeout", alg.DefaultIdleTimeout,
+		"close a control connection whose client or server has sent nothing this `long` (live peers echo every 60s)")
 	fs.IntVar(&cfg.limits.ConnsPerClient, "max-conns-per-client", cfg.limits.ConnsPerClient, "control connections per LAN host")
 	fs.IntVar(&cfg.limits.CallsPerClient, "max-calls-per-client", cfg.limits.CallsPerClient, "calls per LAN host")
 	fs.IntVar(&cfg.limits.Calls, "max-calls", cfg.limits.Calls, "calls in all")
 	fs.StringVar(&cfg.table, "table", "pptp_alg", "`name` of the nftables table (family ip) the daemon owns")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cfg, err
-		}
-		return cfg, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return cfg, usagef("run: unexpected argument %q", fs.Arg(0))
+	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
+		return cfg, done, err
 	}
 	for _, l := range strings.Split(*lan, ",") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -76,25 +91,24 @@ func parseRunFlags(args []string, stderr io.Writer) (daemonConfig, error) {
 	}
 	switch {
 	case len(cfg.lan) == 0:
-		return cfg, usagef("run: --lan is required")
+		return cfg, true, usagef("run: --lan is required")
 	case cfg.wan == "":
-		return cfg, usagef("run: --wan is required")
+		return cfg, true, usagef("run: --wan is required")
 	case cfg.relayPort == 0 || cfg.relayPort > 65535 || cfg.relayPort == 1723:
-		return cfg, usagef("run: --relay-port must be 1-65535 and not 1723")
+		return cfg, true, usagef("run: --relay-port must be 1-65535 and not 1723")
 	case cfg.limits.ConnsPerClient < 1 || cfg.limits.CallsPerClient < 1 || cfg.limits.Calls < 1:
-		return cfg, usagef("run: limits must be at least 1")
+		return cfg, true, usagef("run: limits must be at least 1")
 	case cfg.idleTimeout < time.Second:
-		return cfg, usagef("run: --idle-timeout must be at least 1s")
+		return cfg, true, usagef("run: --idle-timeout must be at least 1s")
+	case cfg.controlIdle < time.Second:
+		return cfg, true, usagef("run: --control-idle-timeout must be at least 1s")
 	}
-	return cfg, nil
+	return cfg, false, nil
 }
 
-func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := parseRunFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
+func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, done, err := parseRunFlags(args, stdout)
+	if done || err != nil {
 		return err
 	}
 	level := slog.LevelInfo
@@ -108,68 +122,181 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 			return usagef("interface %s not found", name)
 		}
 	}
-	wanAddr, err := interfaceIPv4(cfg.wan)
-	if err != nil {
-		return usageError{err}
+	// Before touching the kernel: a second daemon would replace the
+	// first one's table.
+	if socketAnswers(cfg.socket) {
+		return usagef("control socket %s: another pptp-alg is running", cfg.socket)
 	}
-
-	// Listen before installing the redirect, so no connection is lost to it.
-	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", cfg.relayPort))
-	if err != nil {
-		return usagef("relay: %v", err)
-	}
-	defer ln.Close()
-
-	plane, err := nat.Open(nat.Config{
-		Table: cfg.table, LAN: cfg.lan, WAN: cfg.wan,
-		WANAddr: wanAddr, RelayPort: uint16(cfg.relayPort),
-	})
-	if err != nil {
-		return usagef("nftables: %v (needs root and nf_tables with maps, concatenations, notrack, redirect)", err)
-	}
-	defer func() {
-		if err := plane.Close(); err != nil {
-			log.Error("remove nftables table", "err", err)
-		}
-	}()
-
 	tracker, err := conntrack.Open()
 	if err != nil {
 		return usagef("%v (needs ctnetlink)", err)
 	}
 	defer tracker.Close()
-
-	table := alg.NewTable(plane, cfg.limits, log)
-	d := &daemon{cfg: cfg, log: log, plane: plane, table: table}
-	d.wanAddr.Store(&wanAddr)
-
-	relay := &alg.Relay{
-		Table:       table,
-		OriginalDst: conntrack.OriginalDst,
-		Dial:        d.dialServer,
-		Check:       func(c net.Conn) error { return checkNoKernelHelper(tracker, c) },
-		Log:         log,
+	// One dump now, rather than every control connection refused later.
+	if _, err := tracker.Helper(netip.AddrPort{}, netip.AddrPort{}); err != nil {
+		return usagef("%v (needs root and ctnetlink: nf_conntrack_netlink)", err)
 	}
+
+	d := &daemon{cfg: cfg, log: log, tracker: tracker, features: kernelFeatures, failed: make(chan error, 1)}
+	if _, err := d.enable(); err != nil {
+		return usageError{err}
+	}
+	defer d.shutdown()
 
 	ctl, err := listenControl(cfg.socket)
 	if err != nil {
 		return usageError{err}
 	}
 	log.Info("pptp-alg ready", "version", version, "lan", strings.Join(cfg.lan, ","),
-		"wan", cfg.wan, "wan_addr", wanAddr, "relay_port", cfg.relayPort, "socket", cfg.socket)
+		"wan", cfg.wan, "wan_addr", *d.wanAddr.Load(), "relay_port", cfg.relayPort, "socket", cfg.socket)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan error, 3)
-	go func() { done <- relay.Serve(ctx, ln) }()
-	go func() { done <- d.serveControl(ctx, ctl) }()
-	go func() { done <- d.maintain(ctx) }()
-	err = <-done
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- d.serveControl(ctx, ctl) }()
+	select {
+	case <-ctx.Done():
+	case err = <-d.failed:
+	case err := <-ctlDone:
+		return err
+	}
 	cancel()
-	<-done
-	<-done
-	log.Info("pptp-alg stopping", "calls_left", len(table.Calls()))
+	<-ctlDone
 	return err
+}
+
+// gateway is what runs while pptp-alg is enabled: the relay and the upkeep
+// of the kernel state (maintain), over the table in d.plane.
+type gateway struct {
+	stopRelay, stopMaintain context.CancelFunc
+	relayDone, maintainDone chan struct{}
+}
+
+// enable installs the table and starts the relay, unless they run. It
+// reports whether it did.
+func (d *daemon) enable() (changed bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return false, errors.New("pptp-alg is stopping")
+	}
+	if d.gw != nil {
+		return false, nil
+	}
+	wanAddr, err := interfaceIPv4(d.cfg.wan)
+	if err != nil {
+		return false, err
+	}
+	// Listen before installing the redirect, so no connection is lost to it.
+	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", d.cfg.relayPort))
+	if err != nil {
+		return false, fmt.Errorf("relay: %w", err)
+	}
+	plane, err := nat.Open(nat.Config{
+		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
+		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort),
+	})
+	if err != nil {
+		ln.Close()
+		return false, fmt.Errorf("nftables: %w (needs root and nf_tables with maps, concatenations, notrack, redirect)", err)
+	}
+	d.wanAddr.Store(&wanAddr)
+	d.plane = plane
+	d.table = alg.NewTable(plane, d.cfg.limits, d.log)
+	d.relay = &alg.Relay{
+		Table:       d.table,
+		OriginalDst: conntrack.OriginalDst,
+		Dial:        d.dialServer,
+		Check:       func(c net.Conn) error { return checkNoKernelHelper(d.tracker, c) },
+		IdleTimeout: d.cfg.controlIdle,
+		Log:         d.log,
+	}
+	relay := d.relay
+
+	rctx, stopRelay := context.WithCancel(context.Background())
+	mctx, stopMaintain := context.WithCancel(context.Background())
+	g := &gateway{stopRelay: stopRelay, stopMaintain: stopMaintain,
+		relayDone: make(chan struct{}), maintainDone: make(chan struct{})}
+	go func() {
+		defer close(g.relayDone)
+		d.fail(relay.Serve(rctx, ln))
+	}()
+	go func() {
+		defer close(g.maintainDone)
+		d.fail(d.maintain(mctx))
+	}()
+	d.gw = g
+	d.warnRuleset()
+	return true, nil
+}
+
+// disable stops the relay, which releases every call, and deletes the
+// table. It reports whether it did, and how many calls there were.
+func (d *daemon) disable() (changed bool, calls int, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed = d.gw != nil
+	calls, err = d.disableLocked()
+	return changed, calls, err
+}
+
+func (d *daemon) disableLocked() (calls int, err error) {
+	g := d.gw
+	if g == nil {
+		return 0, nil
+	}
+	calls = len(d.table.Calls())
+	// maintain first: it would install the table again.
+	g.stopMaintain()
+	<-g.maintainDone
+	// Ending the control connections releases their calls while the table
+	// is still there. A connection arriving in the moment between the
+	// listener's close and the table's deletion is reset.
+	g.stopRelay()
+	<-g.relayDone
+	err = d.plane.Close()
+	d.gw, d.plane, d.table, d.relay = nil, nil, nil, nil
+	return calls, err
+}
+
+// shutdown disables for good: no enable request may follow.
+func (d *daemon) shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closing = true
+	calls, err := d.disableLocked()
+	if err != nil {
+		d.log.Error("remove nftables table", "err", err)
+	}
+	d.log.Info("pptp-alg stopping", "calls_left", calls)
+}
+
+// fail hands a gateway goroutine's error to runDaemon, which ends.
+func (d *daemon) fail(err error) {
+	if err == nil {
+		return
+	}
+	select {
+	case d.failed <- err:
+	default:
+	}
+}
+
+// warnRuleset logs, one line each, what in the rest of the ruleset breaks
+// PPTP passthrough: a kernel PPTP helper assignment, or a forward chain
+// that drops pptp-alg's GRE.
+func (d *daemon) warnRuleset() {
+	rs, err := nat.InspectRuleset()
+	if err != nil {
+		d.log.Warn("cannot check the ruleset for the kernel PPTP helper", "err", err)
+		return
+	}
+	for _, h := range rs.PPTPHelper {
+		d.log.Warn("the kernel PPTP helper is assigned", "where", helperWhere(h), "effect", helperEffect(h), "fix", helperFix(h))
+	}
+	if ok, detail, fix := forwardFinding(rs); !ok {
+		d.log.Warn("the firewall drops forwarded PPTP GRE", "where", detail, "fix", fix)
+	}
 }
 
 // interfaceIPv4 returns the first IPv4 address of an interface.
@@ -203,8 +330,8 @@ func checkNoKernelHelper(t *conntrack.Tracker, c net.Conn) error {
 	if err != nil || helper == "" {
 		return err
 	}
-	return fmt.Errorf("the kernel %q helper is assigned to this connection; stop assigning it "+
-		"(OpenWrt: remove kmod-nf-nathelper-extra or set the lan zone's helper list without pptp)", helper)
+	return fmt.Errorf("the kernel %q helper is assigned to this connection; stop assigning it to tcp/1723 "+
+		"before pptp-alg's redirect ('pptp-alg doctor' shows where; on OpenWrt fw4: %s)", helper, fixHelperFW4)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

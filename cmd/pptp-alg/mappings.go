@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,35 +10,35 @@ import (
 	"time"
 )
 
-const mappingsUsage = `Usage: pptp-alg mappings [--json] [--socket PATH]
-
+var mappingsHelp = help{
+	synopsis: "pptp-alg mappings [--json] [--socket PATH]",
+	about: `
 List the calls the gateway carries: which LAN client talks to which
 server, the client's call ID, the server's, the call ID the server was
 given (NAT-ID; it differs from the client's where two clients collided),
-and the GRE packets and bytes each way (OUT is LAN to server). Counters
-are read live from the kernel. A call leaves the list within 2 seconds of
-being cleared.
+the state (dialing until the server accepts, then up), and the GRE packets
+and bytes each way (OUT is LAN to server). Counters are read live from the
+kernel. A call leaves the list within 2 seconds of being cleared. A
+disabled daemon carries no calls.
 
-Options:
-`
+--json prints an array of objects with the fields client, client_call_id,
+server, server_call_id, nat_call_id, established, packets_in, packets_out,
+bytes_in, bytes_out and since (RFC 3339).`,
+	exit: `
+0  listed, even if empty
+1  the daemon cannot be reached (not running, or not root) or failed
+2  a bad flag`,
+	example: `
+pptp-alg mappings
+pptp-alg mappings --json`,
+}
 
-func runMappings(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runMappings(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("mappings", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, mappingsUsage)
-		fs.PrintDefaults()
-	}
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	socket := fs.String("socket", defaultSocket, "control socket `path` of the daemon")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usagef("mappings: unexpected argument %q", fs.Arg(0))
+	if done, err := parseFlags(fs, mappingsHelp, args, stdout); done || err != nil {
+		return err
 	}
 	var ms []Mapping
 	if err := ask(ctx, *socket, "mappings", &ms); err != nil {
@@ -50,9 +48,7 @@ func runMappings(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if ms == nil {
 			ms = []Mapping{}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(ms)
+		return printJSON(stdout, ms)
 	}
 	return printMappings(stdout, ms, time.Now())
 }

@@ -1,24 +1,12 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
-)
 
-// Enhanced GRE header (RFC 2637 section 4.1).
-const (
-	greBaseLen  = 8      // flags and version, protocol, payload length, call ID
-	greProtoPPP = 0x880B // the Protocol Type of enhanced GRE
-
-	greChecksum = 0x8000 // C: must be 0 in enhanced GRE
-	greRouting  = 0x4000 // R: must be 0 in enhanced GRE
-	greKey      = 0x2000 // K: must be 1; the key holds payload length and call ID
-	greSeq      = 0x1000 // S: a sequence number follows the base header
-	greAck      = 0x0080 // A: an acknowledgment number follows
-	greVerMask  = 0x0007
-	greVersion  = 1
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 // Payload prefixes of the simulator's GRE packets; the rest identifies the
@@ -30,74 +18,64 @@ const (
 
 var errGRE = errors.New("not an enhanced GRE packet")
 
-// greHeader is an enhanced GRE header. The payload length is not kept: it
-// is always the length of the payload that goes with the header.
+// greHeader is what the simulator reads and writes of an enhanced GRE
+// header (RFC 2637 section 4.1). The payload length is not kept: it is
+// always the length of the payload that goes with the header.
 type greHeader struct {
 	CallID         uint16 // the receiver's call ID
 	HasSeq, HasAck bool
 	Seq, Ack       uint32
 }
 
+// layer returns h as gopacket's GRE layer for a payload of n bytes. In
+// version 1 the 32-bit key holds the payload length and the call ID.
+func (h greHeader) layer(n int) *layers.GRE {
+	return &layers.GRE{
+		KeyPresent: true,
+		SeqPresent: h.HasSeq,
+		AckPresent: h.HasAck,
+		Version:    1,
+		Protocol:   layers.EthernetTypePPP,
+		Key:        uint32(n)<<16 | uint32(h.CallID),
+		Seq:        h.Seq,
+		Ack:        h.Ack,
+	}
+}
+
 // appendGRE appends the header and payload to b.
 func appendGRE(b []byte, h greHeader, payload []byte) []byte {
-	flags := uint16(greKey | greVersion)
-	if h.HasSeq {
-		flags |= greSeq
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{}, h.layer(len(payload)), gopacket.Payload(payload)); err != nil {
+		panic("pptpsim: serialize GRE: " + err.Error()) // only fails on a broken buffer
 	}
-	if h.HasAck {
-		flags |= greAck
-	}
-	b = binary.BigEndian.AppendUint16(b, flags)
-	b = binary.BigEndian.AppendUint16(b, greProtoPPP)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
-	b = binary.BigEndian.AppendUint16(b, h.CallID)
-	if h.HasSeq {
-		b = binary.BigEndian.AppendUint32(b, h.Seq)
-	}
-	if h.HasAck {
-		b = binary.BigEndian.AppendUint32(b, h.Ack)
-	}
-	return append(b, payload...)
+	return append(b, buf.Bytes()...)
 }
 
 // parseGRE decodes an enhanced GRE packet as a raw IP socket returns it (no
 // IP header). Bytes after the payload length are padding and are ignored.
 func parseGRE(b []byte) (greHeader, []byte, error) {
-	if len(b) < greBaseLen {
-		return greHeader{}, nil, fmt.Errorf("%d bytes: %w", len(b), errGRE)
+	var g layers.GRE
+	if err := g.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		return greHeader{}, nil, fmt.Errorf("%d bytes: %v: %w", len(b), err, errGRE)
 	}
-	flags := binary.BigEndian.Uint16(b[0:])
 	switch {
-	case flags&greVerMask != greVersion:
-		return greHeader{}, nil, fmt.Errorf("version %d: %w", flags&greVerMask, errGRE)
-	case flags&(greChecksum|greRouting) != 0, flags&greKey == 0:
-		return greHeader{}, nil, fmt.Errorf("flags %#04x: %w", flags, errGRE)
-	case binary.BigEndian.Uint16(b[2:]) != greProtoPPP:
-		return greHeader{}, nil, fmt.Errorf("protocol %#04x: %w", binary.BigEndian.Uint16(b[2:]), errGRE)
+	case g.Version != 1:
+		return greHeader{}, nil, fmt.Errorf("version %d: %w", g.Version, errGRE)
+	case g.ChecksumPresent, g.RoutingPresent, !g.KeyPresent:
+		return greHeader{}, nil, fmt.Errorf("flags C=%v R=%v K=%v: %w", g.ChecksumPresent, g.RoutingPresent, g.KeyPresent, errGRE)
+	case g.Protocol != layers.EthernetTypePPP:
+		return greHeader{}, nil, fmt.Errorf("protocol %#04x: %w", uint16(g.Protocol), errGRE)
+	}
+	n := int(g.Key >> 16)
+	if len(g.Payload) < n {
+		return greHeader{}, nil, fmt.Errorf("payload length %d, %d bytes left: %w", n, len(g.Payload), errGRE)
 	}
 	h := greHeader{
-		CallID: binary.BigEndian.Uint16(b[6:]),
-		HasSeq: flags&greSeq != 0,
-		HasAck: flags&greAck != 0,
+		CallID: uint16(g.Key),
+		HasSeq: g.SeqPresent, Seq: g.Seq,
+		HasAck: g.AckPresent, Ack: g.Ack,
 	}
-	n := int(binary.BigEndian.Uint16(b[4:]))
-	rest := b[greBaseLen:]
-	if h.HasSeq {
-		if len(rest) < 4 {
-			return greHeader{}, nil, fmt.Errorf("sequence number truncated: %w", errGRE)
-		}
-		h.Seq, rest = binary.BigEndian.Uint32(rest), rest[4:]
-	}
-	if h.HasAck {
-		if len(rest) < 4 {
-			return greHeader{}, nil, fmt.Errorf("acknowledgment number truncated: %w", errGRE)
-		}
-		h.Ack, rest = binary.BigEndian.Uint32(rest), rest[4:]
-	}
-	if len(rest) < n {
-		return greHeader{}, nil, fmt.Errorf("payload length %d, %d bytes left: %w", n, len(rest), errGRE)
-	}
-	return h, rest[:n], nil
+	return h, g.Payload[:n], nil
 }
 
 // greConn is a raw IPv4 socket for protocol 47. Reads return the GRE header

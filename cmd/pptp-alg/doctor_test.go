@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/pptp-alg/pptp-alg/nat"
+)
+
+var (
+	fw4Forward = nat.ForwardChain{
+		BaseChain:           nat.BaseChain{Table: "inet fw4", Chain: "forward", Hook: "forward", Policy: "drop"},
+		AcceptsUntrackedGRE: true,
+	}
+	fw4Helper = nat.HelperRule{Table: "inet fw4", Chain: "helper_lan",
+		From: []nat.BaseChain{{Table: "inet fw4", Chain: "prerouting", Hook: "prerouting", Priority: 0, Policy: "accept"}}}
+	earlyHelper = nat.HelperRule{Table: "ip mine", Chain: "pre",
+		From: []nat.BaseChain{{Table: "ip mine", Chain: "pre", Hook: "prerouting", Priority: -150, Policy: "accept"}}}
+)
+
+// healthy is a router where every check passes; each case changes it.
+func healthy() system {
+	return system{
+		daemon: func(context.Context) (Status, error) {
+			st := enabledStatus()
+			st.RelayPort = 2000
+			return st, nil
+		},
+		ruleset:   func() (nat.Ruleset, error) { return nat.Ruleset{Forward: []nat.ForwardChain{fw4Forward}}, nil },
+		tryTable:  func(port uint16) error { return nil },
+		conntrack: func() error { return nil },
+		ipForward: func() (bool, error) { return true, nil },
+	}
+}
+
+func TestDiagnose(t *testing.T) {
+	defer func(was string) { initScript = was }(initScript)
+	okLines := []string{
+		"ok    nftables: the ruleset is readable",
+		"ok    nftables features: a table with maps, concatenations, notrack and redirect installs",
+		"ok    ctnetlink: the conntrack table is readable",
+		"ok    IPv4 forwarding: on",
+		"ok    kernel PPTP helper: no rule assigns it",
+		"ok    forwarded GRE: inet fw4 forward accepts untracked GRE",
+		"ok    daemon: running and enabled, LAN br-lan,br-guest, WAN wan (203.0.113.1), 1 control connection, 2 calls",
+	}
+	with := func(i int, lines ...string) []string {
+		out := append([]string(nil), okLines[:i]...)
+		out = append(out, lines...)
+		return append(out, okLines[i+1:]...)
+	}
+	eperm := fmt.Errorf("nat: list tables: %w", unix.EPERM)
+	for _, tc := range []struct {
+		name   string
+		change func(*system)
+		want   []string
+	}{
+		{"healthy", func(*system) {}, okLines},
+		{"fw4 assigns the helper", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) {
+				return nat.Ruleset{PPTPHelper: []nat.HelperRule{fw4Helper}, Forward: []nat.ForwardChain{fw4Forward}}, nil
+			}
+		}, with(4,
+			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled, and those tunnels lose their GRE when pptp-alg starts",
+			"      fix: fw4 assigns it to zone lan: "+fixHelperFW4)},
+		{"fw4 assigns the helper, the OpenWrt package is there", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) {
+				return nat.Ruleset{PPTPHelper: []nat.HelperRule{fw4Helper}, Forward: []nat.ForwardChain{fw4Forward}}, nil
+			}
+			initScript = os.Args[0] // a file that exists
+		}, with(4,
+			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled, and those tunnels lose their GRE when pptp-alg starts",
+			"      fix: fw4 assigns it to zone lan: run "+os.Args[0]+" kernel_helper off, or "+fixHelperFW4)},
+		{"two helper rules", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) {
+				return nat.Ruleset{PPTPHelper: []nat.HelperRule{earlyHelper, {Table: "ip mine", Chain: "orphan"}}, Forward: []nat.ForwardChain{fw4Forward}}, nil
+			}
+		}, with(4,
+			"FAIL  kernel PPTP helper: assigned in ip mine chain pre (prerouting priority -150): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
+			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain pre (nft -a list chain ip mine pre shows its handle)`,
+			"FAIL  kernel PPTP helper: assigned in ip mine chain orphan (reached from no base chain pptp-alg can follow): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
+			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain orphan (nft -a list chain ip mine orphan shows its handle)`)},
+		{"fw4 without the include", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) {
+				f := fw4Forward
+				f.AcceptsUntrackedGRE = false
+				return nat.Ruleset{Forward: []nat.ForwardChain{f}}, nil
+			}
+		}, with(5,
+			"FAIL  forwarded GRE: inet fw4 forward does not accept untracked GRE, which is how pptp-alg forwards it",
+			"      fix: install pptp-alg's fw4 include as /usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft and run fw4 reload")},
+		{"another firewall", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) {
+				return nat.Ruleset{Forward: []nat.ForwardChain{
+					{BaseChain: nat.BaseChain{Table: "ip filter", Chain: "FORWARD", Hook: "forward", Policy: "drop"}},
+					{BaseChain: nat.BaseChain{Table: "inet open", Chain: "fwd", Hook: "forward", Policy: "accept"}},
+				}}, nil
+			}
+		}, with(5,
+			"FAIL  forwarded GRE: ip filter FORWARD does not accept untracked GRE, which is how pptp-alg forwards it",
+			"      fix: nft insert rule ip filter FORWARD meta l4proto gre ct state untracked accept")},
+		{"no forward filter", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, nil }
+		}, with(5, "ok    forwarded GRE: no nftables chain filters forwarded IPv4")},
+		{"daemon disabled", func(s *system) {
+			s.daemon = func(context.Context) (Status, error) { return Status{RelayPort: 2000}, nil }
+		}, with(6, "FAIL  daemon: running but disabled: PPTP is not translated", "      fix: pptp-alg enable")},
+		{"no daemon", func(s *system) {
+			s.daemon = func(context.Context) (Status, error) {
+				return Status{}, errors.New("connect: no such file or directory")
+			}
+			s.tryTable = func(port uint16) error {
+				if port != 1724 {
+					return fmt.Errorf("probe on port %d, want run's default 1724", port)
+				}
+				return nil
+			}
+		}, with(6, "FAIL  daemon: not running: connect: no such file or directory",
+			"      fix: start it: pptp-alg run --lan IFACE --wan IFACE (see 'pptp-alg run --help')")},
+		{"forwarding off", func(s *system) {
+			s.ipForward = func() (bool, error) { return false, nil }
+		}, with(3, "FAIL  IPv4 forwarding: the router does not forward: net.ipv4.ip_forward is 0",
+			"      fix: sysctl -w net.ipv4.ip_forward=1, and set it in /etc/sysctl.conf")},
+		{"kernel lacks a feature", func(s *system) {
+			s.tryTable = func(uint16) error { return fmt.Errorf("nat: open table ip pptp_alg_doctor: %w", unix.ENOENT) }
+			s.conntrack = func() error { return fmt.Errorf("conntrack: dump: %w", unix.EOPNOTSUPP) }
+		}, append(append(append([]string(nil), okLines[:1]...),
+			"FAIL  nftables features: cannot install a table like the daemon's: nat: open table ip pptp_alg_doctor: no such file or directory",
+			"      fix: the kernel needs nf_tables with nft_ct, nft_nat and nft_redir (OpenWrt: kmod-nft-core and kmod-nft-nat)",
+			"FAIL  ctnetlink: cannot read the conntrack table: conntrack: dump: operation not supported",
+			"      fix: load nf_conntrack_netlink (OpenWrt: kmod-nf-conntrack-netlink)"),
+			okLines[3:]...)},
+		{"not root", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, eperm }
+			s.tryTable = func(uint16) error { return eperm }
+			s.conntrack = func() error { return eperm }
+			s.daemon = func(context.Context) (Status, error) { return Status{}, fmt.Errorf("dial: %w", unix.EACCES) }
+		}, []string{
+			"FAIL  nftables: cannot read the ruleset: nat: list tables: operation not permitted",
+			"      fix: " + fixRoot,
+			"FAIL  nftables features: cannot install a table like the daemon's: nat: list tables: operation not permitted",
+			"      fix: " + fixRoot,
+			"FAIL  ctnetlink: cannot read the conntrack table: nat: list tables: operation not permitted",
+			"      fix: " + fixRoot,
+			okLines[3],
+			"FAIL  kernel PPTP helper: not checked: the ruleset cannot be read",
+			"      fix: see the nftables check",
+			"FAIL  forwarded GRE: not checked: the ruleset cannot be read",
+			"      fix: see the nftables check",
+			"FAIL  daemon: cannot ask it: dial: permission denied",
+			"      fix: " + fixRoot,
+		}},
+	} {
+		initScript = filepath.Join(t.TempDir(), "pptp-alg") // none, as off OpenWrt
+		sys := healthy()
+		var probedPort uint16
+		sys.tryTable = func(port uint16) error { probedPort = port; return nil }
+		tc.change(&sys)
+		var b bytes.Buffer
+		allOK := printChecks(&b, diagnose(context.Background(), sys))
+		lines := bytes.Split(bytes.TrimSuffix(b.Bytes(), []byte("\n")), []byte("\n"))
+		var got []string
+		for _, l := range lines[:len(lines)-1] {
+			got = append(got, string(l))
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+		passed := 0
+		for _, l := range tc.want {
+			if l[:2] == "ok" {
+				passed++
+			}
+		}
+		total := passed
+		for _, l := range tc.want {
+			if l[:4] == "FAIL" {
+				total++
+			}
+		}
+		if summary := fmt.Sprintf("%d of %d checks passed", passed, total); string(lines[len(lines)-1]) != summary || allOK != (passed == total) {
+			t.Errorf("%s: summary %q, all ok %v; want %q", tc.name, lines[len(lines)-1], allOK, summary)
+		}
+		if tc.name == "healthy" && probedPort != 2000 {
+			t.Errorf("probe table on relay port %d, want the daemon's 2000", probedPort)
+		}
+	}
+}

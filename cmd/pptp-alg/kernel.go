@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pptp-alg/pptp-alg/nat"
+)
+
+// What the rest of the router does to PPTP, in words: for the warning at
+// start-up, for status, and for doctor.
+
+// kernelFeatures are what a running daemon has shown the kernel to have:
+// its table installed (nat.Open) and a conntrack dump answered.
+var kernelFeatures = []string{
+	"nftables", "nftables maps", "nftables concatenations", "nftables notrack", "nftables redirect", "ctnetlink",
+}
+
+// fixHelperFW4 is the fix when OpenWrt's fw4 assigns the kernel helper. It
+// does so in chain helper_ZONE: to every zone without masquerading once
+// kmod-nf-nathelper-extra has loaded nf_conntrack_pptp (auto_helper), and
+// to zones whose helper list or helper rules name pptp.
+const fixHelperFW4 = "remove kmod-nf-nathelper-extra, or in /etc/config/firewall set option auto_helper '0' " +
+	"on the zone and name pptp in none of its helper lists or helper rules (list helper keeps the others), then run fw4 reload"
+
+// initScript is the OpenWrt package's procd script. Its kernel_helper off
+// takes pptp off what fw4 assigns to the LAN zones (it does so itself when
+// pptp-alg is enabled), and restore puts back what they had.
+var initScript = "/etc/init.d/pptp-alg"
+
+func helperFix(h nat.HelperRule) string {
+	if zone, ok := strings.CutPrefix(h.Chain, "helper_"); ok && h.Table == "inet fw4" {
+		if _, err := os.Stat(initScript); err == nil {
+			return "fw4 assigns it to zone " + zone + ": run " + initScript + " kernel_helper off, or " + fixHelperFW4
+		}
+		return "fw4 assigns it to zone " + zone + ": " + fixHelperFW4
+	}
+	// A rule of fw4's elsewhere came from an include, not from its config.
+	return fmt.Sprintf("delete the rule that sets ct helper \"pptp\" in %s chain %s (nft -a list chain %s %s shows its handle)",
+		h.Table, h.Chain, h.Table, h.Chain)
+}
+
+// helperWhere names the rule's chain and the hooks it runs at:
+// "inet fw4 chain helper_lan (prerouting priority 0)".
+func helperWhere(h nat.HelperRule) string {
+	where := h.Table + " chain " + h.Chain
+	if len(h.From) == 0 {
+		return where + " (reached from no base chain pptp-alg can follow)"
+	}
+	var from []string
+	for _, b := range h.From {
+		from = append(from, fmt.Sprintf("%s priority %d", b.Hook, b.Priority))
+	}
+	return where + " (" + strings.Join(from, ", ") + ")"
+}
+
+// helperEffect says what the assignment does to pptp-alg. Measured in the
+// lab: fw4's assignment (prerouting, priority filter, tcp dport 1723) never
+// lands on a relayed connection, since the redirect at dstnat - 5 has
+// already made its port the relay's.
+func helperEffect(h nat.HelperRule) string {
+	if h.SeesRelayedConnections() {
+		return "it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail"
+	}
+	return "it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is " +
+		"stopped or disabled, and those tunnels lose their GRE when pptp-alg starts"
+}
+
+// HelperUse is where the kernel's PPTP helper is assigned, as status
+// reports it.
+type HelperUse struct {
+	Where string `json:"where"` // table, chain and hooks
+	// SeesRelayedConnections: the helper can land on a connection that
+	// pptp-alg relays, which it then refuses.
+	SeesRelayedConnections bool   `json:"sees_relayed_connections"`
+	Fix                    string `json:"fix"`
+}
+
+func helperUses(rs nat.Ruleset) []HelperUse {
+	uses := []HelperUse{}
+	for _, h := range rs.PPTPHelper {
+		uses = append(uses, HelperUse{Where: helperWhere(h), SeesRelayedConnections: h.SeesRelayedConnections(), Fix: helperFix(h)})
+	}
+	return uses
+}
+
+// fw4Include is where the OpenWrt package puts the rule that accepts
+// pptp-alg's GRE in fw4's forward chain.
+const fw4Include = "/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft"
+
+// forwardFinding checks that every forward base chain passes untracked GRE:
+// it has a rule accepting it, or its policy is accept.
+func forwardFinding(rs nat.Ruleset) (ok bool, detail, fix string) {
+	if len(rs.Forward) == 0 {
+		return true, "no nftables chain filters forwarded IPv4", ""
+	}
+	var good, bad, fixes []string
+	for _, f := range rs.Forward {
+		name := f.Table + " " + f.Chain
+		switch {
+		case f.AcceptsUntrackedGRE:
+			good = append(good, name+" accepts untracked GRE")
+		case f.Policy == "accept":
+			good = append(good, name+" has policy accept")
+		default:
+			bad = append(bad, name)
+			if f.Table == "inet fw4" {
+				fixes = append(fixes, "install pptp-alg's fw4 include as "+fw4Include+" and run fw4 reload")
+			} else {
+				fixes = append(fixes, "nft insert rule "+name+" meta l4proto gre ct state untracked accept")
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return false, strings.Join(bad, ", ") + " does not accept untracked GRE, which is how pptp-alg forwards it", strings.Join(fixes, "; ")
+	}
+	return true, strings.Join(good, ", "), ""
+}

@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/lab"
+)
+
+// Status is `pptp-alg status --json`.
+type Status struct {
+	Version            string   `json:"version"`
+	Enabled            bool     `json:"enabled"`
+	LAN                []string `json:"lan"`
+	WAN                string   `json:"wan"`
+	WANAddr            string   `json:"wan_addr"`
+	RelayPort          int      `json:"relay_port"`
+	Table              string   `json:"table"`
+	ControlConnections int      `json:"control_connections"`
+	Calls              int      `json:"calls"`
+	KernelFeatures     []string `json:"kernel_features"`
+	KernelPPTPHelper   []struct {
+		Where                  string `json:"where"`
+		SeesRelayedConnections bool   `json:"sees_relayed_connections"`
+		Fix                    string `json:"fix"`
+	} `json:"kernel_pptp_helper"`
+	RulesetError string `json:"ruleset_error"`
+}
+
+// cli runs `pptp-alg CMD --socket S ARGS...` in the router and returns its
+// stdout and exit status; stderr goes into the error.
+func (r *router) cli(t *testing.T, cmd string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	argv := append([]string{cmd, "--socket", r.socket}, args...)
+	c := r.Command(ctx, r.Router, algBin, argv...)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	out, err := c.Output()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		if stderr.Len() > 0 {
+			t.Logf("pptp-alg %s: stderr: %s", cmd, strings.TrimSpace(stderr.String()))
+		}
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("pptp-alg %s: %v", cmd, err)
+	return "", 0
+}
+
+// mustCLI is cli that wants exit status 0.
+func (r *router) mustCLI(t *testing.T, cmd string, args ...string) string {
+	t.Helper()
+	out, code := r.cli(t, cmd, args...)
+	if code != 0 {
+		t.Fatalf("pptp-alg %s %v: exit %d\n%s", cmd, args, code, out)
+	}
+	return out
+}
+
+func (r *router) status(t *testing.T) Status {
+	t.Helper()
+	out := r.mustCLI(t, "status", "--json")
+	var st Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+func (r *router) tableExists(t *testing.T) bool {
+	t.Helper()
+	_, err := r.Run(context.Background(), r.Router, "nft", "list", "table", "ip", "pptp_alg")
+	return err == nil
+}
+
+// relayedSoFar counts the control connections the daemon has relayed.
+func (r *router) relayedSoFar() int {
+	return strings.Count(r.daemon.Output(), `msg="control connection open"`)
+}
+
+// TestStatusDisableEnable: status reports the daemon; disable removes every
+// rule it owns and PPTP falls back to the firewall, which under fw4 carries
+// no tunnel; enable brings it all back, with no restart.
+func TestStatusDisableEnable(t *testing.T) {
+	r := newRouter(t, 2, lab.FirewallFW4)
+	srv := r.startSimServer(t, "--early-gre")
+	held := r.holdSim(t, r.Hosts[0], "--call-ids", "5,6", "--pings", "2")
+
+	st := r.status(t)
+	t.Logf("status:\n%s", r.mustCLI(t, "status"))
+	if !st.Enabled || strings.Join(st.LAN, ",") != lab.RouterLAN || st.WAN != lab.RouterWAN ||
+		st.WANAddr != r.WANAddr.String() || st.RelayPort != 1724 || st.Table != "pptp_alg" ||
+		st.ControlConnections != 1 || st.Calls != 2 || st.Version == "" {
+		t.Errorf("status with one held connection of two calls: %+v", st)
+	}
+	for _, f := range []string{"nftables maps", "nftables concatenations", "nftables notrack", "nftables redirect", "ctnetlink"} {
+		if !strings.Contains(strings.Join(st.KernelFeatures, ","), f) {
+			t.Errorf("kernel_features %q lacks %q", st.KernelFeatures, f)
+		}
+	}
+	if len(st.KernelPPTPHelper) != 0 || st.RulesetError != "" {
+		t.Errorf("under fw4 without the helper: kernel_pptp_helper %+v, ruleset_error %q", st.KernelPPTPHelper, st.RulesetError)
+	}
+	if out, code := r.cli(t, "doctor"); code != 0 || strings.Contains(out, "FAIL") {
+		t.Errorf("doctor on a working router: exit %d\n%s", code, out)
+	} else {
+		t.Logf("doctor:\n%s", out)
+	}
+
+	start := time.Now()
+	out := r.mustCLI(t, "disable")
+	t.Logf("disable took %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	if !strings.Contains(out, "disabled") || !strings.Contains(out, "2 calls released") {
+		t.Errorf("disable said %q", out)
+	}
+	if r.tableExists(t) {
+		t.Errorf("table ip pptp_alg still there after disable")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := held.p.Wait(ctx); err == nil || !strings.Contains(held.p.Output(), `"how":"peer"`) {
+		t.Errorf("held calls after disable: %v; want the relay to have closed the connection:\n%s", err, held.p.Output())
+	}
+	st = r.status(t)
+	if st.Enabled || st.Calls != 0 || st.ControlConnections != 0 || st.WANAddr != "" {
+		t.Errorf("status after disable: %+v", st)
+	}
+	if ms := r.mappings(t); len(ms) != 0 {
+		t.Errorf("mappings after disable: %+v", ms)
+	}
+	if out := r.mustCLI(t, "disable"); !strings.Contains(out, "already disabled") {
+		t.Errorf("second disable said %q", out)
+	}
+	out, code := r.cli(t, "doctor")
+	if code != 1 || !strings.Contains(out, "FAIL  daemon: running but disabled") || !strings.Contains(out, "fix: pptp-alg enable") {
+		t.Errorf("doctor while disabled: exit %d\n%s", code, out)
+	}
+
+	// Fallback: the control connection goes straight to the server,
+	// masqueraded by fw4, and the server's GRE finds nothing to carry it.
+	relayed := r.relayedSoFar()
+	lines, err := r.sim(t, r.Hosts[1], "--call-ids", "7", "--pings", "2", "--wait", "500ms")
+	calls := events(lines, "call")
+	if err == nil || len(calls) != 1 || calls[0]["peer_call_id_ok"] != true || calls[0]["echoed"] != 0.0 {
+		t.Errorf("call while disabled: %v, %v; want the call connected by the server and no GRE echoed", err, calls)
+	}
+	if n := r.relayedSoFar(); n != relayed {
+		t.Errorf("the daemon relayed %d connections while disabled", n-relayed)
+	}
+	if seen := events(jsonLines(srv.Output()), "call"); len(seen) == 0 || seen[len(seen)-1]["peer_call_id"] != 7.0 {
+		t.Errorf("the server did not see call ID 7 untranslated: %v", seen)
+	}
+
+	start = time.Now()
+	out = r.mustCLI(t, "enable")
+	t.Logf("enable took %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	if !strings.Contains(out, "enabled") || !r.tableExists(t) {
+		t.Errorf("enable said %q; table there: %v", out, r.tableExists(t))
+	}
+	if out := r.mustCLI(t, "enable"); !strings.Contains(out, "already enabled") {
+		t.Errorf("second enable said %q", out)
+	}
+	lines, err = r.sim(t, r.Hosts[1], "--call-ids", "7", "--pings", "2")
+	if err != nil {
+		t.Errorf("call after enable: %v", err)
+	}
+	checkCalls(t, "after enable", lines, 1)
+	if r.relayedSoFar() != relayed+1 {
+		t.Errorf("the call after enable was not relayed")
+	}
+	if st := r.status(t); !st.Enabled || st.WANAddr != r.WANAddr.String() {
+		t.Errorf("status after enable: %+v", st)
+	}
+	for line := range strings.Lines(r.daemon.Output()) {
+		if strings.Contains(line, "by request") {
+			t.Logf("daemon: %s", strings.TrimSpace(line))
+		}
+	}
+}
+
+// helperWarning is the daemon's start-up line about fw4's helper.
+var helperWarning = regexp.MustCompile(`level=WARN msg="the kernel PPTP helper is assigned" where="inet fw4 chain helper_lan \(prerouting priority 0\)" effect="[^"]+" fix="[^"]*kmod-nf-nathelper-extra[^"]*"`)
+
+// TestKernelHelperCoexistence: fw4 assigns the kernel's PPTP helper to LAN
+// tcp/1723 in its prerouting chain at priority filter, after the daemon's
+// redirect at dstnat - 5. Measured here: the redirected connection never
+// gets the helper, so tunnels work; the daemon warns at start-up, status
+// and doctor report the assignment with its fix. A helper assigned before
+// the redirect does land on relayed connections, which the daemon refuses
+// with a log line.
+func TestKernelHelperCoexistence(t *testing.T) {
+	r := newRouter(t, 2, lab.FirewallFW4AndHelper)
+	if !helperWarning.MatchString(r.daemon.Output()) {
+		t.Errorf("no start-up warning about the kernel helper:\n%s", r.daemon.Output())
+	}
+	st := r.status(t)
+	if len(st.KernelPPTPHelper) != 1 || st.KernelPPTPHelper[0].SeesRelayedConnections ||
+		!strings.Contains(st.KernelPPTPHelper[0].Where, "inet fw4 chain helper_lan") {
+		t.Errorf("status kernel_pptp_helper: %+v", st.KernelPPTPHelper)
+	}
+	t.Logf("status:\n%s", r.mustCLI(t, "status"))
+	out, code := r.cli(t, "doctor")
+	t.Logf("doctor:\n%s", out)
+	if code != 1 || !strings.Contains(out, "FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan") ||
+		!strings.Contains(out, "fix: fw4 assigns it to zone lan: remove kmod-nf-nathelper-extra") {
+		t.Errorf("doctor under fw4 with the helper: exit %d", code)
+	}
+	if n := strings.Count(out, "FAIL"); n != 1 {
+		t.Errorf("doctor: %d failures, want only the helper's", n)
+	}
+
+	t.Run("tunnels work", func(t *testing.T) {
+		r.startSimServer(t, "--early-gre")
+		held := r.holdSim(t, r.Hosts[0], "--call-ids", "3", "--pings", "3")
+		ct, err := r.Run(context.Background(), r.Router, "conntrack", "-L", "-p", "tcp", "--orig-port-dst", "1723")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("conntrack, tcp/1723:\n%s", ct)
+		if !strings.Contains(ct, "sport=1724") || strings.Contains(ct, "helper=") {
+			t.Errorf("want the redirected connection (reply from port 1724) without a helper")
+		}
+		held.release(t)
+		checkCalls(t, "sim", jsonLines(held.p.Output()), 1)
+		r.waitEmpty(t, "the simulator closed")
+	})
+
+	t.Run("helper before the redirect", func(t *testing.T) {
+		// A table of the operator's own, assigning the helper at priority
+		// mangle (-150): before the redirect, on the original tcp/1723.
+		file := filepath.Join(r.Dir, "early-helper.nft")
+		ruleset := "table ip early_helper {\n" +
+			"\tct helper pptp { type \"pptp\" protocol tcp; }\n" +
+			"\tchain pre { type filter hook prerouting priority mangle; policy accept; tcp dport 1723 ct helper set \"pptp\"; }\n}\n"
+		if err := os.WriteFile(file, []byte(ruleset), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Run(context.Background(), r.Router, "nft", "-f", file); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Run(context.Background(), r.Router, "nft", "delete", "table", "ip", "early_helper")
+
+		r.startSimServer(t, "--early-gre")
+		if _, err := r.sim(t, r.Hosts[0], "--call-ids", "4", "--pings", "1", "--wait", "500ms"); err == nil {
+			t.Errorf("a call whose control connection carries the kernel helper went through")
+		}
+		refused := regexp.MustCompile(`level=ERROR msg="control connection refused" client=192\.168\.77\.11:\d+ server=203\.0\.113\.2:1723 err="the kernel \\"pptp\\" helper is assigned to this connection; [^\n]*kmod-nf-nathelper-extra`)
+		if line := refused.FindString(r.daemon.Output()); line == "" {
+			t.Errorf("no log line refusing the connection:\n%s", r.daemon.Output())
+		} else {
+			t.Logf("daemon: %s", line)
+		}
+		sees := map[string]bool{}
+		for _, h := range r.status(t).KernelPPTPHelper {
+			sees[h.Where] = h.SeesRelayedConnections
+		}
+		want := map[string]bool{
+			"inet fw4 chain helper_lan (prerouting priority 0)":    false,
+			"ip early_helper chain pre (prerouting priority -150)": true,
+		}
+		if fmt.Sprint(sees) != fmt.Sprint(want) {
+			t.Errorf("status kernel_pptp_helper: %v, want %v", sees, want)
+		}
+		out, _ := r.cli(t, "doctor")
+		if !strings.Contains(out, "FAIL  kernel PPTP helper: assigned in ip early_helper chain pre (prerouting priority -150): it can land on relayed control connections") ||
+			!strings.Contains(out, `fix: delete the rule that sets ct helper "pptp" in ip early_helper chain pre`) {
+			t.Errorf("doctor:\n%s", out)
+		}
+	})
+
+	t.Run("real peers", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := r.StartPPTPD(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c, err := r.StartPPTPClient(r.Hosts[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.WaitUp(ctx); err != nil {
+			t.Fatalf("tunnel not up: %v", err)
+		}
+		if n, err := c.Echo(ctx, 20); n != 20 {
+			t.Errorf("%d of 20 PPP frames came back: %v", n, err)
+		}
+		if ms := r.mappings(t); len(ms) != 1 || !ms[0].Established {
+			t.Errorf("mappings: %+v", ms)
+		}
+	})
+}
+
+// TestHelperTunnelAtEnable: while pptp-alg is disabled the kernel helper
+// carries PPTP under fw4; enabling pptp-alg drops that tunnel's GRE, as
+// enable's help says.
+func TestHelperTunnelAtEnable(t *testing.T) {
+	r := newRouter(t, 1, lab.FirewallFW4AndHelper)
+	r.mustCLI(t, "disable")
+	r.startSimServer(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	p, err := r.Start("pptpsim-held", r.Hosts[0].NS, pr,
+		simBin, "client", "--server", r.ServerAddr.String(), "--call-ids", "9", "--pings", "3", "--wait", "1s", "--then", "hold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rounds := func() []map[string]any { return events(jsonLines(p.Output()), "done") }
+	if err := p.WaitFor(ctx, "first round", func() bool { return len(rounds()) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if rounds()[0]["ok"] != true {
+		t.Fatalf("through the kernel helper, with pptp-alg disabled: %v", rounds())
+	}
+	r.mustCLI(t, "enable")
+	fmt.Fprintln(pw, "ping")
+	if err := p.WaitFor(ctx, "second round", func() bool { return len(rounds()) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("helper-carried call, before and after enable: %v", rounds())
+	if rounds()[1]["ok"] == true {
+		t.Errorf("the helper's tunnel still carries GRE after enable")
+	}
+}
