@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -98,6 +99,13 @@ func (r *Relay) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// Out of file descriptors: the tunnels already relayed keep
+			// going; new connections wait in the backlog until some close.
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				r.Log.Warn("relay: accept", "err", err)
+				time.Sleep(100 * time.Millisecond)
 				continue
 			}
 			return fmt.Errorf("relay: accept: %w", err)

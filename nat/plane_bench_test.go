@@ -1,0 +1,131 @@
+//go:build linux
+
+package nat
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// Benchmarks of the data plane as the daemon drives it under load. Each
+// works in a namespace of its own (root); see BenchmarkAddDeleteCall.
+
+// openBenchPlane opens a Plane in a fresh namespace with calls calls
+// installed both ways, from LAN hosts 10.200.x.y to serverIP.
+func openBenchPlane(b *testing.B, calls int) *Plane {
+	b.Helper()
+	requireKernel(b)
+	ns := newNetNS(b, "bench")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	b.Cleanup(func() { p.Close() })
+	for i := range calls {
+		client, id := benchClient(i), uint16(i%60000+1)
+		if err := p.AddInbound(serverIP, uint16(i+1), client, id); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.AddOutbound(client, serverIP, uint16(i+1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return p
+}
+
+// benchClient spreads calls over LAN hosts, 250 calls each.
+func benchClient(i int) netip.Addr {
+	h := i/250 + 2
+	return netip.AddrFrom4([4]byte{10, 200, byte(h >> 8), byte(h)})
+}
+
+// BenchmarkCallSetupLatency times what the relay waits for while a client's
+// Outgoing-Call-Request and the server's reply pass: AddInbound, then
+// AddOutbound, one batch each. It reports the distribution, since a call's
+// set-up latency is the sum of its own two batches; the deletes of the
+// previous call run outside the timer.
+func BenchmarkCallSetupLatency(b *testing.B) {
+	p := openBenchPlane(b, 0)
+	var ds []time.Duration
+	var i uint16
+	b.ReportAllocs()
+	for b.Loop() {
+		i = i%60000 + 1
+		start := time.Now()
+		if err := p.AddInbound(serverIP, i, lanHostIP, i); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.AddOutbound(lanHostIP, serverIP, i); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(start))
+		b.StopTimer()
+		if err := p.DeleteInbound(serverIP, i); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.DeleteOutbound(lanHostIP, serverIP, i); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	reportQuantiles(b, ds)
+}
+
+// BenchmarkAddDeleteCallFullTable is BenchmarkAddDeleteCall with 10,000
+// calls already installed: the hash sets must not slow down as they fill.
+func BenchmarkAddDeleteCallFullTable(b *testing.B) {
+	p := openBenchPlane(b, 10000)
+	var i uint16
+	b.ReportAllocs()
+	for b.Loop() {
+		i = i%5000 + 1
+		id := 60000 + i // above the installed calls' IDs
+		if err := p.AddInbound(serverIP, id, lanHostIP, i); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.AddOutbound(lanHostIP, serverIP, id); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.DeleteInbound(serverIP, id); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.DeleteOutbound(lanHostIP, serverIP, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCounters10000 dumps the counters of 10,000 calls, what the
+// daemon does every idle check and for each `pptp-alg mappings`.
+func BenchmarkCounters10000(b *testing.B) {
+	p := openBenchPlane(b, 10000)
+	b.ReportAllocs()
+	for b.Loop() {
+		in, out, err := p.Counters()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(in) != 10000 || len(out) != 10000 {
+			b.Fatalf("Counters: %d in, %d out; want 10000 each", len(in), len(out))
+		}
+	}
+}
+
+// reportQuantiles adds the median, 99th percentile and maximum of ds.
+func reportQuantiles(b *testing.B, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	q := func(f float64) float64 {
+		return float64(ds[min(len(ds)-1, int(f*float64(len(ds))))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(q(0.5), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+	b.ReportMetric(float64(ds[len(ds)-1].Nanoseconds())/1e3, "max-µs")
+}

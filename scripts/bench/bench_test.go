@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/lab"
+)
+
+// TestSmoke runs the whole benchmark with tiny counts, so that the command
+// keeps working. It checks that every section is there, never a figure:
+// how fast this machine is is not a test result.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a lab and runs the daemon; skipped with -short")
+	}
+	if err := lab.Supported(); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out, errs bytes.Buffer
+	if err := run(ctx, []string{"-smoke"}, &out, &errs); err != nil {
+		t.Fatalf("bench -smoke: %v\n%s", err, errs.String())
+	}
+	for _, want := range []string{"## GRE forwarding", "## Call set-up latency", "## Scale, pptp-alg: calls", "## Goals", "fw4 + pptp-alg"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	t.Logf("bench -smoke:\n%s", out.String())
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := []byte(`goos: linux
+pkg: github.com/pptp-alg/pptp-alg/alg
+BenchmarkFrame-2   	19203448	        68.23 ns/op	2696.60 MB/s	       0 B/op	       0 allocs/op
+BenchmarkRelaySteadyState/echo/calls=1-2         	   39838	     26014 ns/op	   1.38 MB/s	       0 B/op	       0 allocs/op
+pkg: github.com/pptp-alg/pptp-alg/nat
+BenchmarkCounters10000-2   10   126019323 ns/op   43593240 B/op   427603 allocs/op
+PASS
+`)
+	got := parseGoBench(out)
+	if len(got) != 3 {
+		t.Fatalf("parsed %d lines, want 3: %+v", len(got), got)
+	}
+	if l := got[1]; l.pkg != "alg" || l.name != "BenchmarkRelaySteadyState/echo/calls=1" || l.nsPerOp != 26014 || l.allocsPerOp != 0 || l.extra != "1.38 MB/s" {
+		t.Errorf("relay line = %+v", l)
+	}
+	if l := got[2]; l.pkg != "nat" || l.bPerOp != 43593240 || l.allocsPerOp != 427603 {
+		t.Errorf("counters line = %+v", l)
+	}
+}
