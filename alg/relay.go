@@ -27,7 +27,7 @@ type Relay struct {
 	Dial func(ctx context.Context, server netip.AddrPort) (net.Conn, error)
 	// Check, when set, vets an accepted connection before it is relayed;
 	// an error refuses it.
-	Check func(client net.Conn) error
+	Check func(client, dst netip.AddrPort) error
 	// IdleTimeout closes a control connection once either side has sent
 	// nothing for this long, or not taken what the relay wrote to it; zero
 	// means DefaultIdleTimeout. It frees the calls of a peer that vanished
@@ -129,7 +129,7 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	}
 	log = log.With("server", dst)
 	if r.Check != nil {
-		if err := r.Check(client); err != nil {
+		if err := r.Check(from, dst); err != nil {
 			log.Error("control connection refused", "err", err)
 			return
 		}

@@ -207,7 +207,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		Table:       d.table,
 		OriginalDst: conntrack.OriginalDst,
 		Dial:        d.dialServer,
-		Check:       func(c net.Conn) error { return checkNoKernelHelper(d.tracker, c) },
+		Check:       func(client, dst netip.AddrPort) error { return checkNoKernelHelper(d.tracker, client, dst) },
 		IdleTimeout: d.cfg.controlIdle,
 		Log:         d.log,
 	}
@@ -321,23 +321,11 @@ func interfaceIPv4(name string) (netip.Addr, error) {
 
 // checkNoKernelHelper refuses a control connection the kernel's PPTP
 // helper is also rewriting: both translating one stream corrupts it.
-func checkNoKernelHelper(t *conntrack.Tracker, c net.Conn) error {
-	dst, err := conntrack.OriginalDst(c)
-	if err != nil {
-		return err
-	}
-	helper, err := t.Helper(addrPort(c.RemoteAddr()), dst)
+func checkNoKernelHelper(t *conntrack.Tracker, client, dst netip.AddrPort) error {
+	helper, err := t.Helper(client, dst)
 	if err != nil || helper == "" {
 		return err
 	}
 	return fmt.Errorf("the kernel %q helper is assigned to this connection; stop assigning it to tcp/1723 "+
 		"before pptp-alg's redirect ('pptp-alg doctor' shows where; on OpenWrt fw4: %s)", helper, fixHelperFW4)
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
 }
