@@ -27,15 +27,32 @@ func openBenchPlane(b *testing.B, calls int) *Plane {
 	}
 	b.Cleanup(func() { p.Close() })
 	for i := range calls {
-		client, id := benchClient(i), uint16(i%60000+1)
-		if err := p.AddInbound(serverIP, uint16(i+1), client, id); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.AddOutbound(client, serverIP, uint16(i+1)); err != nil {
-			b.Fatal(err)
-		}
+		addCall(b, p, benchClient(i), uint16(i%60000+1), uint16(i+1))
 	}
 	return p
+}
+
+// addCall installs a call both ways as the daemon does; the NAT and the
+// server's call ID are the same number here.
+func addCall(b *testing.B, p *Plane, client netip.Addr, clientID, id uint16) {
+	b.Helper()
+	if err := p.AddInbound(serverIP, id, client, clientID); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.AddOutbound(client, serverIP, id); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// deleteCall removes what addCall installed.
+func deleteCall(b *testing.B, p *Plane, client netip.Addr, id uint16) {
+	b.Helper()
+	if err := p.DeleteInbound(serverIP, id); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.DeleteOutbound(client, serverIP, id); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // benchClient spreads calls over LAN hosts, 250 calls each.
@@ -57,20 +74,10 @@ func BenchmarkCallSetupLatency(b *testing.B) {
 	for b.Loop() {
 		i = i%60000 + 1
 		start := time.Now()
-		if err := p.AddInbound(serverIP, i, lanHostIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.AddOutbound(lanHostIP, serverIP, i); err != nil {
-			b.Fatal(err)
-		}
+		addCall(b, p, lanHostIP, i, i)
 		ds = append(ds, time.Since(start))
 		b.StopTimer()
-		if err := p.DeleteInbound(serverIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.DeleteOutbound(lanHostIP, serverIP, i); err != nil {
-			b.Fatal(err)
-		}
+		deleteCall(b, p, lanHostIP, i)
 		b.StartTimer()
 	}
 	reportQuantiles(b, ds)
@@ -85,18 +92,8 @@ func BenchmarkAddDeleteCallFullTable(b *testing.B) {
 	for b.Loop() {
 		i = i%5000 + 1
 		id := 60000 + i // above the installed calls' IDs
-		if err := p.AddInbound(serverIP, id, lanHostIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.AddOutbound(lanHostIP, serverIP, id); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.DeleteInbound(serverIP, id); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.DeleteOutbound(lanHostIP, serverIP, id); err != nil {
-			b.Fatal(err)
-		}
+		addCall(b, p, lanHostIP, i, id)
+		deleteCall(b, p, lanHostIP, id)
 	}
 }
 

@@ -643,28 +643,11 @@ func TestRelayRedirect(t *testing.T) {
 // with a locked thread instead would time Go's hand-off of a locked thread
 // at every netlink reply, several times slower.)
 func BenchmarkAddDeleteCall(b *testing.B) {
-	requireKernel(b)
-	ns := newNetNS(b, "bench")
-	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
-		nftables.WithNetNSFd(ns.fd))
-	if err != nil {
-		b.Fatalf("Open: %v", err)
-	}
-	defer p.Close()
+	p := openBenchPlane(b, 0)
 	var i uint16
 	for b.Loop() {
 		i++
-		if err := p.AddInbound(serverIP, i, lanHostIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.AddOutbound(lanHostIP, serverIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.DeleteInbound(serverIP, i); err != nil {
-			b.Fatal(err)
-		}
-		if err := p.DeleteOutbound(lanHostIP, serverIP, i); err != nil {
-			b.Fatal(err)
-		}
+		addCall(b, p, lanHostIP, i, i)
+		deleteCall(b, p, lanHostIP, i)
 	}
 }
