@@ -7,8 +7,10 @@
 // 1723) itself: relay_prerouting redirects them from the LAN to a local relay
 // port, and relay_input keeps that port reachable only through the redirect.
 // The data channel, enhanced GRE (RFC 2637 section 4.1), never reaches user
-// space. Its Key field carries the receiver's Call ID at byte offset 6, and the
-// chain gre_prerouting translates it statelessly with two lookups:
+// space. Its Key field carries the receiver's Call ID at byte offset 6. The
+// chain gre_prerouting sends PPTP GRE, by input interface (map gre_iifs), to
+// gre_from_wan or gre_from_lan, which translate it statelessly with one
+// lookup each:
 //
 //	gre_in:  server . NAT call ID         -> client . client call ID (WAN to LAN)
 //	gre_out: client . server . server call ID                       (LAN to WAN check)

@@ -140,12 +140,6 @@ var (
 
 // Expressions that several rules share, in nft --debug=netlink notation.
 var (
-	// [ meta load iifname => reg 1 ] [ cmp eq reg 1 "wan0" ]
-	gIifWAN = cat(
-		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_IIFNAME), u32(unix.NFTA_META_DREG, 1)),
-		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ),
-			value(unix.NFTA_CMP_DATA, raw("77616e30 00000000 00000000 00000000"))),
-	)
 	// [ meta load iifname => reg 1 ] [ lookup reg 1 set lan_ifaces ]
 	gIifLAN = cat(
 		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_IIFNAME), u32(unix.NFTA_META_DREG, 1)),
@@ -173,18 +167,18 @@ var (
 	// [ immediate reg 0 drop ]
 	gDrop = ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 0),
 		nest(unix.NFTA_IMMEDIATE_DATA, nest(unix.NFTA_DATA_VERDICT, u32(unix.NFTA_VERDICT_CODE, nfDrop))))
-	// oifname "wan0" ip protocol gre ct state untracked:
-	// [ meta load oifname => reg 1 ] [ cmp eq reg 1 "wan0" ]
+	// ip protocol gre oifname "wan0" ct state untracked:
 	// [ payload load 1b @ network header + 9 => reg 1 ] [ cmp eq reg 1 0x2f ]
+	// [ meta load oifname => reg 1 ] [ cmp eq reg 1 "wan0" ]
 	// [ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x40 ) ^ 0 ] [ cmp neq reg 1 0 ]
 	// ct state is a host-order register, hence h32.
 	gUntrackedGREOut = cat(
-		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
-		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ),
-			value(unix.NFTA_CMP_DATA, raw("77616e30 00000000 00000000 00000000"))),
 		ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
 			u32(unix.NFTA_PAYLOAD_OFFSET, 9), u32(unix.NFTA_PAYLOAD_LEN, 1)),
 		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("2f"))),
+		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
+		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ),
+			value(unix.NFTA_CMP_DATA, raw("77616e30 00000000 00000000 00000000"))),
 		ex("ct", u32(unix.NFTA_CT_KEY, unix.NFT_CT_STATE), u32(unix.NFTA_CT_DREG, 1)),
 		ex("bitwise", u32(unix.NFTA_BITWISE_SREG, 1), u32(unix.NFTA_BITWISE_DREG, 1), u32(unix.NFTA_BITWISE_LEN, 4),
 			value(unix.NFTA_BITWISE_MASK, h32(0x40)), value(unix.NFTA_BITWISE_XOR, h32(0))),
@@ -193,7 +187,7 @@ var (
 )
 
 // gSNAT is the gre_postrouting rule for WAN address addr (4 bytes, hex):
-// oifname "wan0" ip protocol gre ct state untracked ip saddr != ADDR ip saddr set ADDR
+// ip protocol gre oifname "wan0" ct state untracked ip saddr != ADDR ip saddr set ADDR
 func gSNAT(addr string) []byte {
 	return nest(unix.NFTA_RULE_EXPRESSIONS,
 		gUntrackedGREOut,
@@ -209,6 +203,12 @@ func gSNAT(addr string) []byte {
 			u32(unix.NFTA_PAYLOAD_OFFSET, 12), u32(unix.NFTA_PAYLOAD_LEN, 4),
 			u32(unix.NFTA_PAYLOAD_CSUM_TYPE, unix.NFT_PAYLOAD_CSUM_INET), u32(unix.NFTA_PAYLOAD_CSUM_OFFSET, 10)),
 	)
+}
+
+// gGoto is the data of a verdict map element: goto CHAIN.
+func gGoto(chain string) []byte {
+	return nest(unix.NFTA_SET_ELEM_DATA,
+		nest(unix.NFTA_DATA_VERDICT, u32(unix.NFTA_VERDICT_CODE, uint32(unix.NFT_GOTO&0xffffffff)), str(unix.NFTA_VERDICT_CHAIN, chain)))
 }
 
 func cat(parts ...[]byte) []byte {
@@ -293,6 +293,14 @@ var goldenOpen = []wantMsg{
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
 		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
+	{"add chain ip pptp_alg gre_from_wan", msgNewChain, fCreate, ip(
+		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+		str(unix.NFTA_CHAIN_NAME, "gre_from_wan"),
+	)},
+	{"add chain ip pptp_alg gre_from_lan", msgNewChain, fCreate, ip(
+		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+		str(unix.NFTA_CHAIN_NAME, "gre_from_lan"),
+	)},
 	{"add chain ip pptp_alg gre_postrouting { type filter hook postrouting priority srcnat; policy accept; }", msgNewChain, fCreate, ip(
 		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
 		str(unix.NFTA_CHAIN_NAME, "gre_postrouting"),
@@ -314,13 +322,45 @@ var goldenOpen = []wantMsg{
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
 		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
-	{`add rule ip pptp_alg gre_prerouting iifname "wan0" ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b ` +
-		`ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept`, msgNewRule, fRule, ip(
+	{"add map ip pptp_alg gre_iifs { type ifname : verdict; size 3; }", msgNewSet, fCreate, ip(
+		str(unix.NFTA_SET_TABLE, "pptp_alg"),
+		str(unix.NFTA_SET_NAME, "gre_iifs"),
+		u32(unix.NFTA_SET_FLAGS, unix.NFT_SET_MAP),
+		u32(unix.NFTA_SET_KEY_TYPE, 41), // ifname
+		u32(unix.NFTA_SET_KEY_LEN, 16),  // IFNAMSIZ
+		u32(unix.NFTA_SET_ID, 4),
+		u32(unix.NFTA_SET_DATA_TYPE, unix.NFT_DATA_VERDICT),
+		u32(unix.NFTA_SET_DATA_LEN, 0),
+		nest(unix.NFTA_SET_DESC, u32(unix.NFTA_SET_DESC_SIZE, 3)),
+		attr(unix.NFTA_SET_USERDATA, raw("00 04 01000000")), // key in host order, as for lan_ifaces
+	)},
+	{`add element ip pptp_alg gre_iifs { "wan0" : goto gre_from_wan, "lan0" : goto gre_from_lan, "lan1" : goto gre_from_lan }`,
+		msgNewSetElem, fCreate, ip(
+			str(unix.NFTA_SET_ELEM_LIST_SET, "gre_iifs"),
+			u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 4),
+			str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),
+			nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS,
+				nest(1, value(unix.NFTA_SET_ELEM_KEY, raw("77616e30 00000000 00000000 00000000")), gGoto("gre_from_wan")),
+				nest(2, value(unix.NFTA_SET_ELEM_KEY, raw("6c616e30 00000000 00000000 00000000")), gGoto("gre_from_lan")),
+				nest(3, value(unix.NFTA_SET_ELEM_KEY, raw("6c616e31 00000000 00000000 00000000")), gGoto("gre_from_lan")),
+			),
+		)},
+	{`add rule ip pptp_alg gre_prerouting ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b iifname vmap @gre_iifs`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "gre_prerouting"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
-			gIifWAN,
 			gPPTPGRE,
+			// [ meta load iifname => reg 1 ]
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_IIFNAME), u32(unix.NFTA_META_DREG, 1)),
+			// [ lookup reg 1 set gre_iifs dreg 0 ]
+			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 1), u32(unix.NFTA_LOOKUP_DREG, 0),
+				str(unix.NFTA_LOOKUP_SET, "gre_iifs"), u32(unix.NFTA_LOOKUP_SET_ID, 4)),
+		),
+	)},
+	{`add rule ip pptp_alg gre_from_wan ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept`, msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "gre_from_wan"),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
 			// [ payload load 4b @ network header + 12 => reg 8 ]
 			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 8), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
 				u32(unix.NFTA_PAYLOAD_OFFSET, 12), u32(unix.NFTA_PAYLOAD_LEN, 4)),
@@ -341,18 +381,15 @@ var goldenOpen = []wantMsg{
 			gAccept,
 		),
 	)},
-	{`add rule ip pptp_alg gre_prerouting iifname "wan0" ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b drop`, msgNewRule, fRule, ip(
+	{`add rule ip pptp_alg gre_from_wan drop`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
-		str(unix.NFTA_RULE_CHAIN, "gre_prerouting"),
-		nest(unix.NFTA_RULE_EXPRESSIONS, gIifWAN, gPPTPGRE, gDrop),
+		str(unix.NFTA_RULE_CHAIN, "gre_from_wan"),
+		nest(unix.NFTA_RULE_EXPRESSIONS, gDrop),
 	)},
-	{`add rule ip pptp_alg gre_prerouting iifname @lan_ifaces ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b ` +
-		`ip saddr . ip daddr . @th,48,16 @gre_out notrack accept`, msgNewRule, fRule, ip(
+	{`add rule ip pptp_alg gre_from_lan ip saddr . ip daddr . @th,48,16 @gre_out notrack accept`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
-		str(unix.NFTA_RULE_CHAIN, "gre_prerouting"),
+		str(unix.NFTA_RULE_CHAIN, "gre_from_lan"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
-			gIifLAN,
-			gPPTPGRE,
 			// [ payload load 4b @ network header + 12 => reg 8 ]
 			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 8), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
 				u32(unix.NFTA_PAYLOAD_OFFSET, 12), u32(unix.NFTA_PAYLOAD_LEN, 4)),
@@ -368,12 +405,12 @@ var goldenOpen = []wantMsg{
 			gAccept,
 		),
 	)},
-	{`add rule ip pptp_alg gre_prerouting iifname @lan_ifaces ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b drop`, msgNewRule, fRule, ip(
+	{`add rule ip pptp_alg gre_from_lan drop`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
-		str(unix.NFTA_RULE_CHAIN, "gre_prerouting"),
-		nest(unix.NFTA_RULE_EXPRESSIONS, gIifLAN, gPPTPGRE, gDrop),
+		str(unix.NFTA_RULE_CHAIN, "gre_from_lan"),
+		nest(unix.NFTA_RULE_EXPRESSIONS, gDrop),
 	)},
-	{`add rule ip pptp_alg gre_postrouting oifname "wan0" ip protocol gre ct state untracked ` +
+	{`add rule ip pptp_alg gre_postrouting ip protocol gre oifname "wan0" ct state untracked ` +
 		`ip saddr != 203.0.113.1 ip saddr set 203.0.113.1`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
@@ -608,7 +645,7 @@ func TestGoldenCalls(t *testing.T) {
 					str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 					str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
 				)},
-				{`add rule ip pptp_alg gre_postrouting oifname "wan0" ip protocol gre ct state untracked ` +
+				{`add rule ip pptp_alg gre_postrouting ip protocol gre oifname "wan0" ct state untracked ` +
 					`ip saddr != 198.51.100.7 ip saddr set 198.51.100.7`, msgNewRule, fRule, ip(
 					str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 					str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
@@ -626,7 +663,7 @@ func TestGoldenCalls(t *testing.T) {
 					str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 					str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
 				)},
-				{`add rule ip pptp_alg gre_postrouting oifname "wan0" ip protocol gre ct state untracked drop`, msgNewRule, fRule, ip(
+				{`add rule ip pptp_alg gre_postrouting ip protocol gre oifname "wan0" ct state untracked drop`, msgNewRule, fRule, ip(
 					str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 					str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
 					nest(unix.NFTA_RULE_EXPRESSIONS, gUntrackedGREOut, gDrop),

@@ -34,7 +34,7 @@ const relayPort = 11723
 // tableView is what nft -j says is in the table.
 type tableView struct {
 	Sets   map[string][]string // set or map name -> elements as "a . b : c . d", sorted
-	Chains map[string]string   // chain name -> "type hook prio policy"
+	Chains map[string]string   // chain name -> "type hook prio policy", or "regular"
 }
 
 // viewTable reads the table back with nft -j.
@@ -58,6 +58,9 @@ func viewTable(tb testing.TB, ns *netns, table string) tableView {
 				tb.Fatal(err)
 			}
 			v.Chains[c.Name] = fmt.Sprintf("%s %s %d %s", c.Type, c.Hook, c.Prio, c.Policy)
+			if c.Hook == "" {
+				v.Chains[c.Name] = "regular"
+			}
 		}
 		raw, ok := obj["set"]
 		if !ok {
@@ -102,6 +105,9 @@ func jsonElem(e any) string {
 		if el, ok := e["elem"].(map[string]any); ok {
 			return jsonElem(el["val"])
 		}
+		if g, ok := e["goto"].(map[string]any); ok {
+			return fmt.Sprintf("goto %v", g["target"])
+		}
 	case float64:
 		return fmt.Sprint(e)
 	case string:
@@ -135,11 +141,14 @@ func TestPlaneKernel(t *testing.T) {
 	want := tableView{
 		Sets: map[string][]string{
 			"lan_ifaces": {"lan0", "lan1"},
+			"gre_iifs":   {"lan0 : goto gre_from_lan", "lan1 : goto gre_from_lan", "wan0 : goto gre_from_wan"},
 			"gre_in":     {},
 			"gre_out":    {},
 		},
 		Chains: map[string]string{
 			"gre_prerouting":   "filter prerouting -300 accept",
+			"gre_from_wan":     "regular",
+			"gre_from_lan":     "regular",
 			"gre_postrouting":  "filter postrouting 100 accept",
 			"relay_prerouting": "nat prerouting -105 accept",
 			"relay_input":      "filter input -5 accept",
@@ -154,7 +163,8 @@ func TestPlaneKernel(t *testing.T) {
 		"type ipv4_addr . inet_service : ipv4_addr . inet_service",
 		"type ipv4_addr . ipv4_addr . inet_service",
 		"ip saddr . ip daddr . @th,48,16 @gre_out notrack accept",
-		"oifname \"wan0\" ip protocol gre ct state untracked ip saddr != 203.0.113.1 ip saddr set 203.0.113.1",
+		"ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b iifname vmap @gre_iifs",
+		"ip protocol gre oifname \"wan0\" ct state untracked ip saddr != 203.0.113.1 ip saddr set 203.0.113.1",
 		"iifname @lan_ifaces tcp dport 1723 redirect to :11723",
 		"tcp dport 11723 ct status ! dnat drop",
 	} {
@@ -232,7 +242,7 @@ func TestPlaneKernel(t *testing.T) {
 		t.Fatalf("SetWANAddr(none): %v", err)
 	}
 	post = ns.exec(t, "nft", "list", "chain", "ip", "pptp_alg", "gre_postrouting")
-	if !strings.Contains(post, `oifname "wan0" ip protocol gre ct state untracked drop`) || strings.Contains(post, "saddr") {
+	if !strings.Contains(post, `ip protocol gre oifname "wan0" ct state untracked drop`) || strings.Contains(post, "saddr") {
 		t.Errorf("gre_postrouting after SetWANAddr(none):\n%s", post)
 	}
 	if err := p.SetWANAddr(netip.MustParseAddr("198.51.100.7")); err != nil {

@@ -12,13 +12,16 @@ import (
 
 // Names inside the table, as `nft list table ip pptp_alg` shows them.
 const (
-	setLANIfaces  = "lan_ifaces"
-	mapGREIn      = "gre_in"
-	setGREOut     = "gre_out"
-	chainGREPre   = "gre_prerouting"
-	chainGREPost  = "gre_postrouting"
-	chainRelayPre = "relay_prerouting"
-	chainRelayIn  = "relay_input"
+	setLANIfaces    = "lan_ifaces"
+	mapGREIifs      = "gre_iifs"
+	mapGREIn        = "gre_in"
+	setGREOut       = "gre_out"
+	chainGREPre     = "gre_prerouting"
+	chainGREFromWAN = "gre_from_wan"
+	chainGREFromLAN = "gre_from_lan"
+	chainGREPost    = "gre_postrouting"
+	chainRelayPre   = "relay_prerouting"
+	chainRelayIn    = "relay_input"
 )
 
 // Set IDs name the sets within one batch, where a rule's lookup may refer to
@@ -29,6 +32,7 @@ const (
 	idLANIfaces = 1
 	idGREIn     = 2
 	idGREOut    = 3
+	idGREIifs   = 4
 )
 
 // PPTP's enhanced GRE header (RFC 2637 section 4.1).
@@ -74,9 +78,10 @@ var (
 // objects are the table, sets and chains of one Plane. They are values that
 // name kernel objects; building them sends nothing.
 type objects struct {
-	table                              *nftables.Table
-	lanIfaces, greIn, greOut           *nftables.Set
-	grePre, grePost, relayPre, relayIn *nftables.Chain
+	table                             *nftables.Table
+	lanIfaces, greIifs, greIn, greOut *nftables.Set
+	grePre, greFromWAN, greFromLAN    *nftables.Chain
+	grePost, relayPre, relayIn        *nftables.Chain
 }
 
 func newObjects(table string) objects {
@@ -96,6 +101,21 @@ func newObjects(table string) objects {
 			Name:         setLANIfaces,
 			KeyType:      nftables.TypeIFName,
 			KeyByteOrder: binaryutil.NativeEndian,
+		},
+		// map gre_iifs { type ifname : verdict; }
+		//
+		// One iifname load and one lookup send PPTP GRE to the chain for
+		// its side; a rule per side would load the name again for each.
+		// Not flagged constant: google/nftables then leaves out the
+		// userdata that makes nft print the names.
+		greIifs: &nftables.Set{
+			Table:        t,
+			ID:           idGREIifs,
+			Name:         mapGREIifs,
+			IsMap:        true,
+			KeyType:      nftables.TypeIFName,
+			KeyByteOrder: binaryutil.NativeEndian,
+			DataType:     nftables.TypeVerdict,
 		},
 		// map gre_in { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
 		greIn: &nftables.Set{
@@ -120,6 +140,10 @@ func newObjects(table string) objects {
 			Table: t, Name: chainGREPre, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: prioRaw, Policy: policyAccept,
 		},
+		// chain gre_from_wan, chain gre_from_lan: regular chains, reached
+		// through gre_iifs.
+		greFromWAN: &nftables.Chain{Table: t, Name: chainGREFromWAN},
+		greFromLAN: &nftables.Chain{Table: t, Name: chainGREFromLAN},
 		// chain gre_postrouting { type filter hook postrouting priority srcnat; policy accept; }
 		grePost: &nftables.Chain{
 			Table: t, Name: chainGREPost, Type: nftables.ChainTypeFilter,
@@ -156,8 +180,16 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 	if err := c.AddSet(o.greOut, nil); err != nil {
 		return err
 	}
-	for _, ch := range []*nftables.Chain{o.grePre, o.grePost, o.relayPre, o.relayIn} {
+	// The chains come before gre_iifs: its elements name two of them.
+	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayIn} {
 		c.AddChain(ch)
+	}
+	// add map ip pptp_alg gre_iifs { type ifname : verdict; size N; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
+	// A known size lets the kernel pick a fixed hash table over a resizable one.
+	iifs := o.iifElements(cfg)
+	o.greIifs.Size = uint32(len(iifs))
+	if err := c.AddSet(o.greIifs, iifs); err != nil {
+		return err
 	}
 	for _, r := range o.rules(cfg) {
 		c.AddRule(r)
@@ -166,32 +198,67 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 }
 
 // rules returns every rule of the table in order.
+//
+// Every packet through the router passes gre_prerouting and gre_postrouting,
+// so both test the cheap, inline-evaluated IP protocol first: other traffic
+// leaves after one payload load and one compare.
 func (o objects) rules(cfg Config) []*nftables.Rule {
-	pre := func(e []expr.Any) *nftables.Rule { return &nftables.Rule{Table: o.table, Chain: o.grePre, Exprs: e} }
-	return []*nftables.Rule{
-		// iifname WAN <pptp gre> ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
-		pre(o.inboundTranslate(cfg.WAN)),
-		// iifname WAN <pptp gre> drop
-		pre(concat(matchIifname(cfg.WAN), matchPPTPGRE(), verdict(expr.VerdictDrop))),
-		// iifname @lan_ifaces <pptp gre> ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
-		pre(o.outboundCheck()),
-		// iifname @lan_ifaces <pptp gre> drop
-		pre(concat(o.matchLANIface(), matchPPTPGRE(), verdict(expr.VerdictDrop))),
-		o.snatRule(cfg.WAN, cfg.WANAddr),
-		{Table: o.table, Chain: o.relayPre, Exprs: o.relayRedirect(cfg.RelayPort)},
-		{Table: o.table, Chain: o.relayIn, Exprs: relayGuard(cfg.RelayPort)},
+	rule := func(ch *nftables.Chain, e []expr.Any) *nftables.Rule {
+		return &nftables.Rule{Table: o.table, Chain: ch, Exprs: e}
 	}
+	return []*nftables.Rule{
+		// <pptp gre> iifname vmap @gre_iifs
+		rule(o.grePre, o.dispatchGRE()),
+		// ip saddr . @th,48,16 ... map @gre_in: rewrite, notrack accept
+		rule(o.greFromWAN, o.inboundTranslate()),
+		// drop
+		rule(o.greFromWAN, verdict(expr.VerdictDrop)),
+		// ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
+		rule(o.greFromLAN, o.outboundCheck()),
+		// drop
+		rule(o.greFromLAN, verdict(expr.VerdictDrop)),
+		o.snatRule(cfg.WAN, cfg.WANAddr),
+		rule(o.relayPre, o.relayRedirect(cfg.RelayPort)),
+		rule(o.relayIn, relayGuard(cfg.RelayPort)),
+	}
+}
+
+// dispatchGRE sends PPTP GRE from the WAN to gre_from_wan and from the LAN
+// to gre_from_lan. GRE from other interfaces, and all other traffic, passes.
+//
+//	ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b iifname vmap @gre_iifs
+func (o objects) dispatchGRE() []expr.Any {
+	return concat(
+		matchPPTPGRE(),
+		[]expr.Any{
+			// [ meta load iifname => reg 1 ]
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+			// [ lookup reg 1 set gre_iifs dreg 0 ]
+			&expr.Lookup{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true,
+				SetName: o.greIifs.Name, SetID: o.greIifs.ID},
+		},
+	)
+}
+
+// iifElements map the WAN to gre_from_wan and each LAN to gre_from_lan.
+func (o objects) iifElements(cfg Config) []nftables.SetElement {
+	el := func(name, chain string) nftables.SetElement {
+		return nftables.SetElement{Key: ifname(name), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}
+	}
+	els := []nftables.SetElement{el(cfg.WAN, chainGREFromWAN)}
+	for _, n := range cfg.LAN {
+		els = append(els, el(n, chainGREFromLAN))
+	}
+	return els
 }
 
 // inboundTranslate rewrites GRE from the server to the WAN address into GRE
 // for the LAN client, with one map lookup whose 8-byte value (client address,
 // client call ID) lands in two consecutive registers.
 //
-//	iifname WAN <pptp gre> ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
-func (o objects) inboundTranslate(wan string) []expr.Any {
+//	ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
+func (o objects) inboundTranslate() []expr.Any {
 	return concat(
-		matchIifname(wan),
-		matchPPTPGRE(),
 		[]expr.Any{
 			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
 			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
@@ -213,11 +280,9 @@ func (o objects) inboundTranslate(wan string) []expr.Any {
 
 // outboundCheck lets GRE from a LAN host pass only for a call of its own.
 //
-//	iifname @lan_ifaces <pptp gre> ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
+//	ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
 func (o objects) outboundCheck() []expr.Any {
 	return concat(
-		o.matchLANIface(),
-		matchPPTPGRE(),
 		[]expr.Any{
 			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
 			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
@@ -239,28 +304,26 @@ func (o objects) outboundCheck() []expr.Any {
 // stateless source NAT of outbound GRE; without one, untracked GRE leaving
 // the WAN is dropped rather than sent with a LAN source address.
 //
-//	oifname WAN ip protocol gre ct state untracked ip saddr != WANADDR ip saddr set WANADDR
-//	oifname WAN ip protocol gre ct state untracked drop          (no WAN address yet)
+//	ip protocol gre oifname WAN ct state untracked ip saddr != WANADDR ip saddr set WANADDR
+//	ip protocol gre oifname WAN ct state untracked drop          (no WAN address yet)
 func (o objects) snatRule(wan string, addr netip.Addr) *nftables.Rule {
-	e := concat(
-		[]expr.Any{
-			// [ meta load oifname => reg 1 ]
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
-			// [ cmp eq reg 1 WAN ]
-			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(wan)},
-			// [ payload load 1b @ network header + 9 => reg 1 ]
-			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
-			// [ cmp eq reg 1 0x2f ]
-			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{ipProtoGRE}},
-			// [ ct load state => reg 1 ]
-			&expr.Ct{Key: expr.CtKeySTATE, Register: unix.NFT_REG_1},
-			// [ bitwise reg 1 = ( reg 1 & untracked ) ^ 0 ]   ct state is host order
-			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
-				Mask: hostU32(expr.CtStateBitUNTRACKED), Xor: hostU32(0)},
-			// [ cmp neq reg 1 0 ]
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(0)},
-		},
-	)
+	e := []expr.Any{
+		// [ payload load 1b @ network header + 9 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+		// [ cmp eq reg 1 0x2f ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{ipProtoGRE}},
+		// [ meta load oifname => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
+		// [ cmp eq reg 1 WAN ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(wan)},
+		// [ ct load state => reg 1 ]
+		&expr.Ct{Key: expr.CtKeySTATE, Register: unix.NFT_REG_1},
+		// [ bitwise reg 1 = ( reg 1 & untracked ) ^ 0 ]   ct state is host order
+		&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+			Mask: hostU32(expr.CtStateBitUNTRACKED), Xor: hostU32(0)},
+		// [ cmp neq reg 1 0 ]
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(0)},
+	}
 	if !addr.IsValid() {
 		e = concat(e, verdict(expr.VerdictDrop))
 	} else {
@@ -330,16 +393,6 @@ func matchPPTPGRE() []expr.Any {
 			Mask: be32(greHeadMask), Xor: be32(0)},
 		// [ cmp eq reg 1 0x2001880b ]
 		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be32(greHeadPPTP)},
-	}
-}
-
-// matchIifname is iifname NAME.
-func matchIifname(name string) []expr.Any {
-	return []expr.Any{
-		// [ meta load iifname => reg 1 ]
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
-		// [ cmp eq reg 1 NAME ]
-		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(name)},
 	}
 }
 
