@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,30 @@ PASS
 	}
 	if l := got[2]; l.pkg != "nat" || l.bPerOp != 43593240 || l.allocsPerOp != 427603 {
 		t.Errorf("counters line = %+v", l)
+	}
+}
+
+func TestCell(t *testing.T) {
+	c := &cell{
+		pps:   [][]float64{{100, 50}, {100, 100}, {100, 200}, {100, 400}},
+		steal: [][]float64{{0, 0}, {0, 0.2}, {0, 0}, {0.01, 0}},
+	}
+	// Round 2 is disturbed; three of four rounds remain.
+	if got := c.kept(); !slices.Equal(got, []int{0, 2, 3}) {
+		t.Errorf("kept = %v, want [0 2 3]", got)
+	}
+	if n, all := c.disturbed(); n != 1 || all != 8 {
+		t.Errorf("disturbed = %d of %d, want 1 of 8", n, all)
+	}
+	if q1, q2, q3 := c.ratio(1, 0); q1 != 1.25 || q2 != 2 || q3 != 3 {
+		t.Errorf("ratio quartiles = %v %v %v, want 1.25 2 3", q1, q2, q3)
+	}
+	if got := c.rate(1); got != 200 {
+		t.Errorf("rate = %v, want 200", got)
+	}
+	// With most rounds disturbed, all count.
+	c.steal = [][]float64{{0.1, 0}, {0, 0.2}, {0, 0}, {0.3, 0}}
+	if got := c.kept(); len(got) != 4 {
+		t.Errorf("kept = %v, want all four rounds", got)
 	}
 }

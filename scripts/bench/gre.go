@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -29,10 +28,10 @@ type calls struct {
 	clientIDs []uint16   // inbound keys after the router, at h1
 }
 
-func (b *bench) callsOf(clientIDs, serverIDs []uint16) (calls, error) {
+func (r *rig) callsOf(clientIDs, serverIDs []uint16) (calls, error) {
 	cs := calls{clientIDs: clientIDs, serverIDs: serverIDs}
 	for _, s := range serverIDs {
-		pc, ok := b.srv.lookup(s)
+		pc, ok := r.srv.lookup(s)
 		if !ok {
 			return cs, fmt.Errorf("server has no call %d", s)
 		}
@@ -42,110 +41,119 @@ func (b *bench) callsOf(clientIDs, serverIDs []uint16) (calls, error) {
 	return cs, nil
 }
 
+// openCall sets up the call GRE is measured on, from h1, and holds it.
+func (r *rig) openCall() error {
+	p, err := r.dial(r.lab.Hosts[0])
+	if err != nil {
+		return err
+	}
+	sids, err := p.open([]uint16{greCallID}, 1)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	if r.call, err = r.callsOf([]uint16{greCallID}, sids); err != nil {
+		p.Close()
+		return err
+	}
+	r.callConn = p
+	return nil
+}
+
 // rate sends GRE one way on cs for dur and returns the packets per second
 // counted at the receiver.
-func (b *bench) rate(d direction, cs calls, payload int, dur time.Duration) (float64, error) {
+func (r *rig) rate(d direction, cs calls, payload int, dur time.Duration) (float64, error) {
 	if d == inbound {
-		return b.count(b.srvGRE, b.h1GRE, flow{dst: cs.peer, keys: cs.peerIDs, payload: payload}, keysOf(cs.clientIDs), dur)
+		return r.count(r.srvGRE, r.h1GRE, flow{dst: cs.peer, keys: cs.peerIDs, payload: payload}, keysOf(cs.clientIDs), dur)
 	}
-	return b.count(b.h1GRE, b.srvGRE, flow{dst: b.lab.ServerAddr, keys: cs.serverIDs, payload: payload}, keysOf(cs.serverIDs), dur)
+	return r.count(r.h1GRE, r.srvGRE, flow{dst: r.lab.ServerAddr, keys: cs.serverIDs, payload: payload}, keysOf(cs.serverIDs), dur)
 }
 
 // udpRate sends one UDP flow from h1 to the server: the price the setup
 // puts on traffic that is not PPTP.
-func (b *bench) udpRate(dur time.Duration) (float64, error) {
-	return b.count(b.h1UDP, b.srvUDP, flow{dst: b.lab.ServerAddr, keys: []uint16{udpPort}, payload: 64}, keysOf([]uint16{udpPort}), dur)
+func (r *rig) udpRate(dur time.Duration) (float64, error) {
+	return r.count(r.h1UDP, r.srvUDP, flow{dst: r.lab.ServerAddr, keys: []uint16{udpPort}, payload: 64}, keysOf([]uint16{udpPort}), dur)
 }
 
 // count blasts f from one socket for dur and returns the packets per
 // second that reached the other with a wanted key.
-func (b *bench) count(from, to *rawSocket, f flow, want *keySet, dur time.Duration) (float64, error) {
-	d := to.p.name
+func (r *rig) count(from, to *rawSocket, f flow, want *keySet, dur time.Duration) (float64, error) {
 	to.want.Store(want)
 	good0, bad0 := to.good.Load(), to.bad.Load()
 	br, err := from.blast(f, dur, senderCPU)
 	if err != nil {
 		return 0, err
 	}
-	sent, elapsed := br.sent, br.elapsed
-	// What is still queued for the receiver was forwarded in time: wait
-	// until the count stops moving.
-	good := to.good.Load()
-	for range 50 {
-		time.Sleep(50 * time.Millisecond)
-		g := to.good.Load()
-		if g == good {
-			break
-		}
-		good = g
-	}
+	// What is still queued for the receiver was forwarded in time. Wait
+	// for it, so that it counts here and not in this socket's next window.
+	good := to.drain()
 	good, bad := good-good0, to.bad.Load()-bad0
-	pps := float64(good) / elapsed.Seconds()
-	b.log.Info("rate", "proto", d, "to", f.dst, "payload", f.payload, "keys", len(f.keys), "sent", sent, "received", good, "wrong_key", bad,
+	pps := float64(good) / br.elapsed.Seconds()
+	r.log.Debug("rate", "proto", to.p.name, "to", f.dst, "payload", f.payload, "keys", len(f.keys), "sent", br.sent, "received", good, "wrong_key", bad,
 		"pps", int(pps), "cpu", br.cpu.Round(time.Millisecond), "per_cpu_s", int(float64(good)/br.cpu.Seconds()))
 	if bad > good/100 {
-		return 0, fmt.Errorf("%s to %v: %d packets arrived with a wrong key (%d right)", d, f.dst, bad, good)
+		return 0, fmt.Errorf("%s to %v: %d packets arrived with a wrong key (%d right)", to.p.name, f.dst, bad, good)
 	}
 	return pps, nil
 }
 
-// medianRate repeats rate and returns the median and every sample.
-func (b *bench) medianRate(d direction, cs calls, payload int) (sample, error) {
-	var s sample
-	for range b.opt.reps {
-		r, err := b.rate(d, cs, payload, b.opt.duration)
-		if err != nil {
-			return s, err
-		}
-		s.all = append(s.all, r)
-	}
-	s.median = median(s.all)
-	return s, nil
-}
-
-// greRates measures GRE forwarding on one call from h1, each size and
-// direction once.
-func (b *bench) greRates(ctx context.Context, s setup) (err error) {
-	p, err := b.dial(b.lab.Hosts[0])
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	sids, err := p.open([]uint16{greCallID}, 1)
-	if err != nil {
-		return err
-	}
-	cs, err := b.callsOf([]uint16{greCallID}, sids)
-	if err != nil {
-		return err
-	}
-	// Warm-up: neighbour entries, and the conntrack entries the kernel
-	// helper creates from its expectations.
-	for _, d := range []direction{outbound, inbound} {
-		if _, err := b.rate(d, cs, 64, 300*time.Millisecond); err != nil {
-			return fmt.Errorf("warm-up: %w", err)
+// greSection measures GRE forwarding through the three setups at once,
+// each lab with one call from h1, cell by cell: each size and direction,
+// then the UDP flow.
+func (b *bench) greSection() error {
+	for _, r := range b.rigs {
+		if err := r.openCall(); err != nil {
+			return fmt.Errorf("%v: call: %w", r.setup, err)
 		}
 	}
-	stopPerf := b.perfKernel(fmt.Sprintf("gre-%d", s))
+	b.res.gre = map[greKey]*cell{}
 	for _, size := range b.opt.sizes {
 		for _, d := range []direction{outbound, inbound} {
-			r, err := b.rate(d, cs, size, b.opt.duration)
+			var ss []sender
+			for _, r := range b.rigs {
+				ss = append(ss, func(w time.Duration) (float64, error) { return r.rate(d, r.call, size, w) })
+			}
+			c, err := b.alternate(fmt.Sprintf("GRE %v %d B", d, size), ss)
 			if err != nil {
-				stopPerf()
 				return err
 			}
-			b.res.addGRE(greKey{s, d, size, false}, r)
+			b.res.gre[greKey{d, size, false}] = c
 		}
 	}
-	if _, err := b.udpRate(300 * time.Millisecond); err != nil {
-		stopPerf()
-		return fmt.Errorf("udp warm-up: %w", err)
+	var ss []sender
+	for _, r := range b.rigs {
+		ss = append(ss, r.udpRate)
 	}
-	r, err := b.udpRate(b.opt.duration)
-	stopPerf()
+	c, err := b.alternate("UDP LAN→WAN 64 B", ss)
 	if err != nil {
-		return fmt.Errorf("udp: %w", err)
+		return err
 	}
-	b.res.addGRE(greKey{s, outbound, 64, true}, r)
-	return p.clear([]uint16{greCallID}, 1)
+	b.res.gre[greKey{outbound, 64, true}] = c
+	return nil
+}
+
+// profileGRE records a kernel profile of each setup forwarding GRE, one
+// setup at a time, apart from the measurement (perf slows what it
+// watches).
+func (b *bench) profileGRE() error {
+	if b.opt.profile == "" {
+		return nil
+	}
+	for _, r := range b.rigs {
+		stop := b.perfKernel(fmt.Sprintf("gre-%d", r.setup))
+		for _, size := range b.opt.sizes {
+			for _, d := range []direction{outbound, inbound} {
+				if _, err := r.rate(d, r.call, size, time.Second); err != nil {
+					stop()
+					return fmt.Errorf("%v: %w", r.setup, err)
+				}
+			}
+		}
+		_, err := r.udpRate(time.Second)
+		stop()
+		if err != nil {
+			return fmt.Errorf("%v: udp: %w", r.setup, err)
+		}
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
-// Command bench measures pptp-alg against its anchors on one lab (see
-// scripts/lab): plain routing with no NAT, stock fw4 with the kernel's PPTP
-// helpers (nf_conntrack_pptp, nf_nat_pptp), and fw4 with pptp-alg. It
+// Command bench measures pptp-alg against its anchors, each in a lab of its
+// own (see scripts/lab): plain routing with no NAT, stock fw4 with the
+// kernel's PPTP helpers (nf_conntrack_pptp, nf_nat_pptp), and fw4 with
+// pptp-alg. The labs run at once and take turns sending short windows of
+// GRE, so that a comparison is made within moments of each other. It
 // measures GRE forwarding (RFC 2637 section 4) in packets per second, call
 // set-up latency (Outgoing-Call-Request to Outgoing-Call-Reply, section
 // 2.7-2.8), and pptp-alg with thousands of calls: set-up and tear-down
@@ -11,7 +13,7 @@
 //
 // Everything runs in namespaces the bench creates and removes. The load
 // generators (GRE blaster and receivers, a PAC and a PNS) run in this
-// process, on sockets opened inside the lab's namespaces.
+// process, on sockets opened inside the labs' namespaces.
 package main
 
 import (
@@ -21,8 +23,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -68,18 +68,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	smoke := fs.Bool("smoke", false, "tiny counts and short windows, no Go benchmarks: checks the command works (seconds, not minutes)")
-	fs.DurationVar(&o.duration, "duration", 2*time.Second, "sending time of each GRE measurement")
-	fs.IntVar(&o.reps, "reps", 5, "rounds of the three setups (GRE, call set-up latency); medians are reported")
-	fs.IntVar(&o.scaleReps, "scale-reps", 3, "rounds of the scale steps")
+	fs.DurationVar(&o.duration, "duration", 250*time.Millisecond, "length of one GRE sending window; each round sends one through every setup compared")
+	fs.IntVar(&o.reps, "reps", 30, "rounds of each GRE comparison: every round sends one window through each setup compared, "+
+		"in an order that rotates, after one warm-up window each; call set-up latency is taken in as many shares")
+	fs.IntVar(&o.scaleReps, "scale-reps", 3, "rounds of the scale steps' set-up and tear-down (their GRE is measured in the first, over -reps rounds)")
 	sizes := fs.String("sizes", "64,1400", "GRE payload `bytes`, comma-separated")
 	fs.IntVar(&o.latencyCalls, "latency-calls", 2000, "sequential calls timed per setup")
 	scale := fs.String("scale", "1/1,1000/250,10000/250,1000/1", "scale steps, `CALLS/PER_CONN`, comma-separated")
-	fs.IntVar(&o.hosts, "hosts", 10, "LAN hosts the scale steps spread their connections over")
+	fs.IntVar(&o.hosts, "hosts", 10, "LAN hosts of the scale lab, which the scale steps spread their connections over")
 	fs.IntVar(&o.window, "window", 32, "call requests per write when calls are set up in bulk")
-	fs.StringVar(&o.profile, "profile", "", "record perf profiles into `dir`: the kernel under GRE load, the daemon under call load (perf slows what it watches: take the figures from a run without)")
-	fs.StringVar(&o.routerNft, "router-nft", "", "nft -f `file` run in the router each time the daemon has started, to try variants of its ruleset")
+	fs.StringVar(&o.profile, "profile", "", "record perf profiles into `dir`: the kernel under GRE load, in a phase of its own after the measured one; "+
+		"the daemon while the scale steps set up and tear down calls (perf slows it: take the scale figures from a run without)")
+	fs.StringVar(&o.routerNft, "router-nft", "", "nft -f `file` run in the router of every pptp-alg lab once its daemon has started, to try variants of its ruleset")
 	fs.BoolVar(&o.goBench, "gobench", true, "also run the Go benchmarks of alg and nat")
-	fs.BoolVar(&o.verbose, "v", false, "log progress to stderr")
+	fs.BoolVar(&o.verbose, "v", false, "also log each comparison's medians and rounds kept, and slow call set-ups, to stderr (progress lines come anyway)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -87,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *smoke {
-		o.duration, o.reps, o.scaleReps, *sizes, o.latencyCalls, *scale, o.hosts = 300*time.Millisecond, 1, 1, "64", 30, "1/1,100/50,20/1", 2
+		o.duration, o.reps, o.scaleReps, *sizes, o.latencyCalls, *scale, o.hosts = 100*time.Millisecond, 3, 1, "64", 30, "1/1,100/50,20/1", 2
 		o.goBench, o.boost = false, false
 	}
 	for f := range strings.SplitSeq(*sizes, ",") {
@@ -120,20 +122,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 type bench struct {
 	opt    options
 	log    *slog.Logger
+	stderr io.Writer
 	root   string
 	algBin string
 
-	lab       *lab.Lab
-	srv       *pac
-	h1GRE     *rawSocket // receives inbound GRE in h1, sends outbound
-	srvGRE    *rawSocket // the server's
-	h1UDP     *rawSocket // sends UDP, the traffic that is not PPTP
-	srvUDP    *rawSocket // counts it
-	discard   net.PacketConn
-	socket    string
-	daemon    *lab.Process
-	daemonPID int
-	daemonLog string
+	rigs  [numSetups]*rig // by setup: GRE, latency; the pptp-alg one is the scale steps' 1-call partner
+	scale *rig            // pptp-alg, for the scale steps
 
 	res results
 }
@@ -160,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if opt.verbose {
 		level = slog.LevelInfo
 	}
-	b := &bench{opt: opt, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	b := &bench{opt: opt, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	b.res.started = time.Now()
 	b.res.opt = opt
 	b.res.command = "go run ./scripts/bench " + strings.Join(args, " ")
@@ -191,69 +185,59 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("go build: %w: %s", err, out)
 	}
 
-	hosts := max(opt.hosts, 2)
-	b.lab, err = lab.New(ctx, lab.Options{Hosts: hosts, Firewall: lab.FirewallNone, Prefix: "pab", Tools: tools, Logger: b.log})
-	if err != nil {
-		return err
-	}
 	defer func() {
-		if err != nil && b.daemonLog != "" {
-			log, _ := os.ReadFile(b.daemonLog)
-			out := strings.Split(strings.TrimSpace(string(log)), "\n")
-			alive := b.daemon != nil && !b.daemon.Exited()
-			fmt.Fprintf(stderr, "daemon (running: %v) log, last lines:\n%s\n", alive, strings.Join(out[max(0, len(out)-20):], "\n"))
-			if b.daemon != nil {
-				fmt.Fprintf(stderr, "daemon output: %s\n", b.daemon.Output())
-			}
-		}
-		if serr := b.stopDaemon(); serr != nil && err == nil {
-			err = fmt.Errorf("daemon: %w", serr)
-		}
-		b.closeLoad()
-		if cerr := b.lab.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	// The kernel here has br_netfilter built in, which sends bridged IPv4
-	// through the IP hooks at the bridge too; OpenWrt does not load it.
-	if err := b.lab.Do(b.lab.Router, func() error {
-		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
-			f := "/proc/sys/net/bridge/bridge-nf-call-" + k
-			if _, err := os.Stat(f); err == nil {
-				if err := os.WriteFile(f, []byte("0\n"), 0); err != nil {
-					return err
+		if err != nil {
+			for _, r := range append(b.rigs[:], b.scale) {
+				if r != nil {
+					fmt.Fprint(stderr, r.daemonTail())
 				}
 			}
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("br_netfilter off: %w", err)
+		if cerr := b.closeRigs(); err == nil {
+			err = cerr
+		}
+	}()
+	dopt := daemonOptions{bin: b.algBin, routerNft: opt.routerNft,
+		// Caps high enough for the largest scale step, the latency and GRE
+		// connections on top.
+		maxCalls: 2*b.maxScale() + 100}
+	// One lab per setup, and one for the scale steps. Their prefixes let
+	// each clean up what a killed run left of its kind.
+	prefixes := [numSetups]string{"pabroute", "pabhelper", "pabalg"}
+	for s := range numSetups {
+		b.progress("lab for %v", s)
+		if b.rigs[s], err = newRig(ctx, s, prefixes[s], 2, tools, b.root, dopt, b.log); err != nil {
+			return fmt.Errorf("%v: %w", s, err)
+		}
 	}
-	if err := b.startLoad(); err != nil {
-		return err
+	b.progress("lab for the scale steps")
+	if b.scale, err = newRig(ctx, setupALG, "pabscale", max(opt.hosts, 2), tools, b.root, dopt, b.log); err != nil {
+		return fmt.Errorf("scale: %w", err)
 	}
 
-	// The setups take turns, so that drift in the machine's load spreads
-	// over all of them.
+	if err := b.greSection(); err != nil {
+		return err
+	}
+	if err := b.profileGRE(); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	// Latency: the setups take turns too, one share of the calls each.
 	for round := range opt.reps {
-		for s := range numSetups {
-			b.log.Info("setup", "round", round, "setup", s)
-			if err := b.useSetup(ctx, s); err != nil {
-				return fmt.Errorf("%v: %w", s, err)
-			}
-			if err := b.greRates(ctx, s); err != nil {
-				return fmt.Errorf("%v: GRE: %w", s, err)
-			}
-			if err := b.latency(ctx, s, (opt.latencyCalls+opt.reps-1)/opt.reps); err != nil {
-				return fmt.Errorf("%v: latency: %w", s, err)
+		if (round+1)%10 == 0 || round+1 == opt.reps {
+			b.progress("call set-up latency: round %d/%d", round+1, opt.reps)
+		}
+		for s, r := range b.rigs {
+			if err := b.latency(r, (opt.latencyCalls+opt.reps-1)/opt.reps); err != nil {
+				return fmt.Errorf("%v: latency: %w", setup(s), err)
 			}
 		}
 	}
-	// Scale steps take turns too, so that each step's GRE rate has a
-	// 1-call neighbour in time. Steps of one call a connection run once,
-	// last: fw4 admits 25 new connections a second to the router itself,
-	// the relay included, so they take long, and the daemon keeps their
-	// memory a while, which would show in the steps after them.
+	// Steps of one call a connection run once, last: fw4 admits 25 new
+	// connections a second to the router itself, the relay included, so
+	// they take long, and the daemon keeps their memory a while, which
+	// would show in the steps after them. GRE is measured in the first
+	// round of a step, paired with the 1-call lab; with one call a
+	// connection it would repeat the step with as many calls.
 	b.res.scale = make([]scaleResult, len(opt.scale))
 	for round := range opt.scaleReps + 1 {
 		for i, step := range opt.scale {
@@ -261,23 +245,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			if manyConns != (round == opt.scaleReps) {
 				continue
 			}
-			b.log.Info("scale", "round", round, "step", step)
+			if manyConns {
+				b.progress("scale %v: once", step)
+			} else {
+				b.progress("scale %v: round %d/%d", step, round+1, opt.scaleReps)
+			}
 			b.res.scale[i].step = step
-			if err := b.scaleStep(ctx, &b.res.scale[i], round == 0 || manyConns); err != nil {
+			gre := round == 0 && (step.perConn > 1 || step.calls == 1)
+			if err := b.scaleStep(ctx, &b.res.scale[i], round == 0 || manyConns, gre); err != nil {
 				return fmt.Errorf("scale %v: %w", step, err)
 			}
 		}
 	}
-	if err := b.stopDaemon(); err != nil {
-		return fmt.Errorf("daemon: %w", err)
+	// A daemon that failed meanwhile fails the run; the labs must not
+	// take CPU time from the Go benchmarks.
+	if err := b.closeRigs(); err != nil {
+		return err
 	}
 	if opt.goBench {
-		b.log.Info("go benchmarks")
+		b.progress("Go benchmarks")
 		b.res.gobench, b.res.gobenchErr = b.goBench(ctx)
 	}
 	b.res.finished = time.Now()
 	b.res.print(stdout)
 	return nil
+}
+
+// closeRigs removes the labs; it may be called again.
+func (b *bench) closeRigs() error {
+	var errs []error
+	for _, r := range append(b.rigs[:], b.scale) {
+		if r != nil {
+			if err := r.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.lab.Name, err))
+			}
+		}
+	}
+	b.rigs, b.scale = [numSetups]*rig{}, nil
+	return errors.Join(errs...)
+}
+
+// progress tells the operator what long work is under way.
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "bench: "+format+"\n", args...)
+}
+
+// maxScale is the most calls any scale step holds at once.
+func (b *bench) maxScale() int {
+	n := 1
+	for _, s := range b.opt.scale {
+		n = max(n, s.calls)
+	}
+	return n
 }
 
 // boostPriority puts the bench, and the lab processes it starts, in a
@@ -307,88 +326,11 @@ func raiseFileLimit() {
 	}
 }
 
-// startLoad starts the PAC in the server and the raw sockets in h1 and the
-// server.
-func (b *bench) startLoad() error {
-	l := b.lab
-	var ln net.Listener
-	err := l.Do(l.Server, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(l.ServerAddr, 1723).String())
-		if err != nil {
-			return err
-		}
-		// A UDP socket on the port the UDP flow goes to, never read, so
-		// the server drops the flow quietly instead of answering each
-		// packet with an ICMP error.
-		if b.discard, err = net.ListenPacket("udp4", fmt.Sprintf("%v:%d", l.ServerAddr, udpPort)); err != nil {
-			return err
-		}
-		if b.srvGRE, err = openRaw(protoGRE, l.ServerAddr); err != nil {
-			return err
-		}
-		b.srvUDP, err = openRaw(protoUDP, l.ServerAddr)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	b.srv = newPAC(ln)
-	if err := l.Do(l.Hosts[0].NS, func() (err error) {
-		if b.h1GRE, err = openRaw(protoGRE, l.Hosts[0].Addr); err != nil {
-			return err
-		}
-		b.h1UDP, err = openRaw(protoUDP, l.Hosts[0].Addr)
-		return err
-	}); err != nil {
-		return err
-	}
-	for _, g := range []*rawSocket{b.srvGRE, b.h1GRE, b.srvUDP, b.h1UDP} {
-		go g.receive(receiverCPU)
-	}
-	return nil
-}
-
-func (b *bench) closeLoad() {
-	if b.srv != nil {
-		b.srv.Close()
-	}
-	if b.discard != nil {
-		b.discard.Close()
-	}
-	for _, g := range []*rawSocket{b.srvGRE, b.h1GRE, b.srvUDP, b.h1UDP} {
-		if g != nil {
-			g.Close()
-		}
-	}
-}
-
-// dialTimeout lets a connection through fw4's SYN-flood limit (25 new
-// connections a second to the router, which the relay is) after the
-// kernel's SYN retries, when many are opened at once.
-const dialTimeout = time.Minute
-
-// dial opens a control connection from host h to the server.
-func (b *bench) dial(h lab.Host) (*pns, error) {
-	var c net.Conn
-	err := b.lab.Do(h.NS, func() (err error) {
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(b.lab.ServerAddr, 1723).String(), dialTimeout)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	p, err := startPNS(c)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: %w", h.Name, err)
-	}
-	return p, nil
-}
-
-// latency times n sequential calls on one control connection from h2, each
-// cleared before the next.
-func (b *bench) latency(ctx context.Context, s setup, n int) error {
-	p, err := b.dial(b.lab.Hosts[1])
+// latency times n sequential calls on one control connection from h2 of
+// r, each cleared before the next.
+func (b *bench) latency(r *rig, n int) error {
+	s := r.setup
+	p, err := r.dial(r.lab.Hosts[1])
 	if err != nil {
 		return err
 	}
@@ -409,10 +351,10 @@ func (b *bench) latency(ctx context.Context, s setup, n int) error {
 	return nil
 }
 
-// perfDaemon records the daemon's CPU profile until the returned function
-// is called, if -profile is set.
-func (b *bench) perfDaemon(name string) func() {
-	return b.perf(name, "-p", strconv.Itoa(b.daemonPID))
+// perfDaemon records the CPU profile of the daemon pid until the returned
+// function is called, if -profile is set.
+func (b *bench) perfDaemon(pid int, name string) func() {
+	return b.perf(name, "-p", strconv.Itoa(pid))
 }
 
 // perfKernel records every CPU (the forwarding path runs in softirq).

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -92,6 +93,7 @@ func keysOf(ids []uint16) *keySet {
 type rawSocket struct {
 	p    proto
 	c    *net.IPConn
+	rc   syscall.RawConn
 	pc   *ipv4.PacketConn
 	want atomic.Pointer[keySet]
 	good atomic.Uint64 // packets with a wanted key
@@ -107,15 +109,18 @@ func openRaw(p proto, addr netip.Addr) (*rawSocket, error) {
 		return nil, fmt.Errorf("%s socket on %v: %w", p.name, addr, err)
 	}
 	ic := c.(*net.IPConn)
+	rc, err := ic.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	// A deep queue, so the reader's scheduling never drops what the router
 	// forwarded.
-	if rc, err := ic.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
-		})
-	}
-	g := &rawSocket{p: p, c: ic, pc: ipv4.NewPacketConn(ic), done: make(chan struct{})}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+	})
+	g := &rawSocket{p: p, c: ic, rc: rc, pc: ipv4.NewPacketConn(ic), done: make(chan struct{})}
 	g.want.Store(new(keySet))
 	return g, nil
 }
@@ -156,6 +161,30 @@ func (g *rawSocket) receive(cpu int) {
 		g.good.Add(good)
 		g.bad.Add(bad)
 	}
+}
+
+// drain waits until nothing is queued on the socket and its receiver has
+// stopped counting, at most a second, and returns the count of packets
+// with a wanted key.
+func (g *rawSocket) drain() uint64 {
+	good := g.good.Load()
+	for range 200 {
+		time.Sleep(5 * time.Millisecond)
+		n := g.good.Load()
+		if n == good && g.queued() == 0 {
+			return n
+		}
+		good = n
+	}
+	return good
+}
+
+// queued is the size of the next datagram waiting, 0 if none (SIOCINQ on
+// a raw socket).
+func (g *rawSocket) queued() int {
+	n := 0
+	g.rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n
 }
 
 func (g *rawSocket) Close() error {

@@ -13,29 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type sample struct {
-	median float64
-	all    []float64
-}
-
-// String is the median and the half-range of the samples in percent.
-func (s sample) String() string {
-	if len(s.all) == 0 {
-		return "-"
-	}
-	lo, hi := s.all[0], s.all[0]
-	for _, x := range s.all {
-		lo, hi = min(lo, x), max(hi, x)
-	}
-	if len(s.all) == 1 || s.median == 0 {
-		return thousands(s.median)
-	}
-	return fmt.Sprintf("%s ±%.0f%%", thousands(s.median), (hi-lo)/2/s.median*100)
-}
-
-// greKey names one GRE measurement.
+// greKey names one GRE comparison of the three setups.
 type greKey struct {
-	setup   setup
 	dir     direction
 	payload int
 	udp     bool // the UDP flow instead of GRE
@@ -48,17 +27,17 @@ type latencyResult struct {
 
 // scaleResult is one scale step over its rounds.
 type scaleResult struct {
-	step                          scaleStep
-	conns                         int
-	spread                        int // h1's calls, which spread GRE goes over
-	connect, setup, teardown      []time.Duration
-	rssIdle                       []uint64 // before the connections
-	rss                           []uint64 // after set-up
-	rssHeld                       uint64   // largest seen while the calls were held
-	rssMappings                   uint64   // after a `pptp-alg mappings --json`, largest round
-	hwm                           uint64   // peak over the rounds
-	setupCPU, teardownCPU, greCPU time.Duration
-	one, all                      [2]sample // GRE by direction
+	step                     scaleStep
+	conns                    int
+	spread                   int // h1's calls, which spread GRE goes over
+	connect, setup, teardown []time.Duration
+	rssIdle                  []uint64 // before the connections
+	rss                      []uint64 // after set-up
+	rssHeld                  uint64   // largest seen while the calls were held
+	rssMappings              uint64   // after a `pptp-alg mappings --json`, largest round
+	hwm                      uint64   // peak over the rounds
+	setupCPU, teardownCPU    time.Duration
+	one, all                 [2]*cell // GRE by direction: the 1-call lab, then this step
 }
 
 func (r scaleResult) rounds() int { return len(r.setup) }
@@ -117,38 +96,11 @@ type results struct {
 	opt               options
 	command           string
 	started, finished time.Time
-	gre               map[greKey]*sample
+	gre               map[greKey]*cell
 	latency           [numSetups][]time.Duration
 	scale             []scaleResult
 	gobench           []benchLine
 	gobenchErr        error
-}
-
-func (r *results) greOf(s setup, d direction, payload int) sample {
-	if x := r.gre[greKey{s, d, payload, false}]; x != nil {
-		return *x
-	}
-	return sample{}
-}
-
-func (r *results) udpOf(s setup) sample {
-	if x := r.gre[greKey{s, outbound, 64, true}]; x != nil {
-		return *x
-	}
-	return sample{}
-}
-
-func (r *results) addGRE(k greKey, pps float64) {
-	if r.gre == nil {
-		r.gre = map[greKey]*sample{}
-	}
-	x := r.gre[k]
-	if x == nil {
-		x = new(sample)
-		r.gre[k] = x
-	}
-	x.all = append(x.all, pps)
-	x.median = median(x.all)
 }
 
 func (r *results) latencyOf(s setup) latencyResult {
@@ -174,27 +126,38 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "- date: %s (took %s)\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.finished.Sub(r.started).Round(time.Second))
 	fmt.Fprintf(w, "- machine: %d CPUs (%s), kernel %s, Go %s\n", runtime.NumCPU(), cpuModel(), kernel(), runtime.Version())
 	fmt.Fprintf(w, "- command: `%s`\n", strings.TrimSpace(r.command))
-	fmt.Fprintf(w, "- lab: %d LAN hosts on a bridge, router and server in network namespaces joined by veth (scripts/lab)\n\n", max(r.opt.hosts, 2))
+	fmt.Fprintf(w, "- labs (scripts/lab): one per setup with 2 LAN hosts, and one with %d for the scale steps; "+
+		"each has its hosts on a bridge, a router and a server, in network namespaces joined by veth\n\n", max(r.opt.hosts, 2))
 
 	fmt.Fprintf(w, "## GRE forwarding, packets/s\n\n")
-	fmt.Fprintf(w, "One call from h1; one sending thread pinned to CPU %d blasts enhanced GRE with sendmmsg for %v; "+
-		"packets are counted at the receiver (pinned to CPU %d) only if they carry the call ID the receiver must see. "+
-		"The three setups take turns, %d round(s); median, ± half the range. Ratios are the median of the ratios within each round "+
-		"(range in parentheses), since neighbours in time share the machine's background load. The last row is one UDP "+
-		"flow from h1, masqueraded under fw4: what each setup costs traffic that is not PPTP. br_netfilter is off in "+
-		"the router, as on OpenWrt.\n\n", senderCPU, r.opt.duration, receiverCPU, r.opt.reps)
-	t := table{head: []string{"direction", "payload", setupRouting.String(), setupHelper.String(), setupALG.String(), "pptp-alg / helper", "pptp-alg / routing"}}
+	fmt.Fprintf(w, "Each setup in a lab of its own, all three at once, each with one call from h1. One sending thread pinned "+
+		"to CPU %d blasts enhanced GRE with sendmmsg; packets are counted at the receiver (pinned to CPU %d) only if they "+
+		"carry the call ID the receiver must see. Per row, after one warm-up window each, %d rounds: in each round every "+
+		"setup sends one %v window, in an order that rotates. Rates are medians over the rounds; ratios are the median "+
+		"of the ratios within each round, interquartile range in parentheses. The last row is one UDP flow from h1, "+
+		"masqueraded under fw4: what each setup costs traffic that is not PPTP. br_netfilter is off in the routers, as on OpenWrt.\n\n",
+		senderCPU, receiverCPU, r.opt.reps, r.opt.duration)
+	t := table{head: []string{"direction", "payload", setupRouting.String(), setupHelper.String(), setupALG.String(),
+		"pptp-alg / helper", "pptp-alg / routing", "rounds kept"}}
+	row := func(name, size string, c *cell) {
+		if c == nil {
+			return
+		}
+		t.add(name, size, thousands(c.rate(int(setupRouting))), thousands(c.rate(int(setupHelper))), thousands(c.rate(int(setupALG))),
+			c.ratioText(int(setupALG), int(setupHelper)), c.ratioText(int(setupALG), int(setupRouting)), c.keptText())
+	}
+	var cells []*cell
 	for _, size := range r.opt.sizes {
 		for _, d := range []direction{outbound, inbound} {
-			rt, h, a := r.greOf(setupRouting, d, size), r.greOf(setupHelper, d, size), r.greOf(setupALG, d, size)
-			t.add(d.String(), fmt.Sprintf("%d B", size), rt.String(), h.String(), a.String(), pairedRatio(a, h), pairedRatio(a, rt))
+			c := r.gre[greKey{d, size, false}]
+			row(d.String(), fmt.Sprintf("%d B", size), c)
+			cells = append(cells, c)
 		}
 	}
-	rt, h, a := r.udpOf(setupRouting), r.udpOf(setupHelper), r.udpOf(setupALG)
-	if len(a.all) > 0 {
-		t.add("UDP LAN→WAN, not PPTP", "64 B", rt.String(), h.String(), a.String(), pairedRatio(a, h), pairedRatio(a, rt))
-	}
+	c := r.gre[greKey{outbound, 64, true}]
+	row("UDP LAN→WAN, not PPTP", "64 B", c)
 	t.write(w)
+	fmt.Fprintf(w, "\n%s\n", stealSummary(append(cells, c)))
 
 	fmt.Fprintf(w, "\n## Call set-up latency\n\n")
 	fmt.Fprintf(w, "Outgoing-Call-Request written to Outgoing-Call-Reply read, at the client in h2; sequential calls on one control "+
@@ -251,25 +214,40 @@ func (r *results) print(w io.Writer) {
 	}
 
 	fmt.Fprintf(w, "\n## Scale, pptp-alg: GRE packets/s with every call installed\n\n")
-	fmt.Fprintf(w, "64-byte payload, as above, on one call of h1 and spread round-robin over all of h1's calls; ratios to the "+
-		"1-call step in the same round (median, range).\n\n")
-	t = table{head: []string{"calls", "per conn", "LAN→WAN, 1 call", "WAN→LAN, 1 call", "spread over", "LAN→WAN, spread", "WAN→LAN, spread"}}
-	base := r.scaleOf(1, 0)
+	fmt.Fprintf(w, "64-byte payload, on one call of h1 and spread round-robin over all of h1's calls, in the first round of a step. "+
+		"Each figure is paired with the pptp-alg lab of the GRE section, which holds one call: the two labs take turns, %d rounds "+
+		"of one %v window each, as above. A cell gives this step's median rate, then the median of the ratios to the 1-call "+
+		"lab within each round, interquartile range in parentheses. The step of 1 call is the same setup in both labs: "+
+		"its ratio shows how far two like labs differ.\n\n", r.opt.reps, r.opt.duration)
+	t = table{head: []string{"calls", "per conn", "LAN→WAN, 1 call", "WAN→LAN, 1 call", "spread over", "LAN→WAN, spread", "WAN→LAN, spread", "rounds kept, fewest"}}
+	cells = nil
 	for _, s := range r.scale {
-		if len(s.one[0].all) == 0 {
+		if s.one[outbound] == nil {
 			continue
 		}
-		cell := func(x sample, d direction) string {
-			if base == nil || s.step.calls == 1 {
-				return x.String()
+		text := func(c *cell) string {
+			if c == nil {
+				return "-"
 			}
-			return thousands(x.median) + ", " + pairedRatio(x, base.one[d])
+			return thousands(c.rate(1)) + ", " + c.ratioText(1, 0)
+		}
+		var fewest *cell
+		for _, c := range append(s.one[:], s.all[:]...) {
+			if c != nil {
+				cells = append(cells, c)
+				if fewest == nil || len(c.kept()) < len(fewest.kept()) {
+					fewest = c
+				}
+			}
 		}
 		t.add(thousands(float64(s.step.calls)), strconv.Itoa(s.step.perConn),
-			cell(s.one[outbound], outbound), cell(s.one[inbound], inbound), strconv.Itoa(s.spread),
-			cell(s.all[outbound], outbound), cell(s.all[inbound], inbound))
+			text(s.one[outbound]), text(s.one[inbound]), strconv.Itoa(s.spread),
+			text(s.all[outbound]), text(s.all[inbound]), fewest.keptText())
 	}
 	t.write(w)
+	if len(cells) > 0 {
+		fmt.Fprintf(w, "\n%s\n", stealSummary(cells))
+	}
 
 	r.printGoBench(w)
 	r.printGoals(w)
@@ -302,34 +280,41 @@ func (r *results) printGoals(w io.Writer) {
 		var parts []string
 		ok := true
 		for _, size := range r.opt.sizes {
-			q := pairedQ(r.greOf(setupALG, d, size), r.greOf(setupHelper, d, size))
-			parts = append(parts, fmt.Sprintf("%.2fx at %d B", q, size))
+			c := r.gre[greKey{d, size, false}]
+			if c == nil {
+				continue
+			}
+			_, q, _ := c.ratio(int(setupALG), int(setupHelper))
+			parts = append(parts, fmt.Sprintf("%s at %d B", c.ratioText(int(setupALG), int(setupHelper)), size))
 			ok = ok && q >= 1
 		}
-		t.add(fmt.Sprintf("GRE %v through pptp-alg ≥ 1.0x the kernel helper", d), strings.Join(parts, ", "), yes(ok))
+		t.add(fmt.Sprintf("GRE %v through pptp-alg ≥ 1.0x the kernel helper (median, IQR)", d), strings.Join(parts, ", "), yes(ok))
 	}
 
 	// The largest step that measured GRE.
 	var big *scaleResult
 	for i := range r.scale {
-		if s := &r.scale[i]; s.step.calls > 1 && len(s.one[0].all) > 0 && (big == nil || s.step.calls > big.step.calls) {
+		if s := &r.scale[i]; s.step.calls > 1 && s.one[outbound] != nil && (big == nil || s.step.calls > big.step.calls) {
 			big = s
 		}
 	}
-	if base := r.scaleOf(1, 0); base != nil && big != nil {
+	if big != nil {
 		var parts []string
 		ok := true
 		for _, d := range []direction{outbound, inbound} {
 			for _, x := range []struct {
 				name string
-				s    sample
+				c    *cell
 			}{{"1 call", big.one[d]}, {"spread", big.all[d]}} {
-				q := pairedQ(x.s, base.one[d])
-				parts = append(parts, fmt.Sprintf("%v %s %.2fx", d, x.name, q))
+				if x.c == nil {
+					continue
+				}
+				_, q, _ := x.c.ratio(1, 0)
+				parts = append(parts, fmt.Sprintf("%v %s %s", d, x.name, x.c.ratioText(1, 0)))
 				ok = ok && q >= 0.95
 			}
 		}
-		t.add(fmt.Sprintf("GRE rate with %s calls ≥ 0.95x with 1 call", thousands(float64(big.step.calls))), strings.Join(parts, ", "), yes(ok))
+		t.add(fmt.Sprintf("GRE rate with %s calls ≥ 0.95x with 1 call (median, IQR)", thousands(float64(big.step.calls))), strings.Join(parts, ", "), yes(ok))
 	}
 
 	h, a := r.latencyOf(setupHelper), r.latencyOf(setupALG)
@@ -358,39 +343,6 @@ func (r *results) printGoals(w io.Writer) {
 		}
 	}
 	t.write(w)
-}
-
-// pairedQ is the median over rounds of a's sample over b's in the same
-// round: neighbours in time share the machine's background load, which
-// moves single samples by more than the setups differ.
-func pairedQ(a, b sample) float64 {
-	var qs []float64
-	for i := range min(len(a.all), len(b.all)) {
-		if b.all[i] > 0 {
-			qs = append(qs, a.all[i]/b.all[i])
-		}
-	}
-	if len(qs) == 0 {
-		return 0
-	}
-	return median(qs)
-}
-
-// pairedRatio formats pairedQ with the range of the per-round ratios.
-func pairedRatio(a, b sample) string {
-	n := min(len(a.all), len(b.all))
-	if n == 0 {
-		return "-"
-	}
-	lo, hi := a.all[0]/b.all[0], a.all[0]/b.all[0]
-	for i := range n {
-		q := a.all[i] / b.all[i]
-		lo, hi = min(lo, q), max(hi, q)
-	}
-	if n == 1 {
-		return fmt.Sprintf("%.2fx", lo)
-	}
-	return fmt.Sprintf("%.2fx (%.2f–%.2f)", pairedQ(a, b), lo, hi)
 }
 
 func yes(ok bool) string {

@@ -14,11 +14,12 @@ type scaleStep struct{ calls, perConn int }
 
 func (s scaleStep) String() string { return fmt.Sprintf("%d/%d", s.calls, s.perConn) }
 
-// scaleStep sets up r.step's calls through pptp-alg, measures GRE with all
-// of them installed, tears them down, and adds the round to r. Only the
-// first round is profiled.
-func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) error {
+// scaleStep sets up r.step's calls through the scale lab's pptp-alg,
+// measures GRE with all of them installed if gre is set, tears them down,
+// and adds the round to r. profile records the daemon meanwhile.
+func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile, gre bool) error {
 	step := r.step
+	s := b.scale
 	type conn struct {
 		host int
 		p    *pns
@@ -46,14 +47,14 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 	}()
 
 	// Connections first, not timed as calls.
-	st, err := readProc(b.daemonPID)
+	st, err := readProc(s.daemonPID)
 	if err != nil {
 		return err
 	}
 	r.rssIdle = append(r.rssIdle, st.RSS)
 	start := time.Now()
 	if err := parallel(ctx, len(conns), 64, func(i int) (err error) {
-		conns[i].p, err = b.dial(b.lab.Hosts[conns[i].host])
+		conns[i].p, err = s.dial(s.lab.Hosts[conns[i].host])
 		return err
 	}); err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -62,10 +63,10 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 
 	stopPerf := func() {}
 	if profile {
-		stopPerf = b.perfDaemon("daemon-calls-" + strings.ReplaceAll(step.String(), "/", "-"))
+		stopPerf = b.perfDaemon(s.daemonPID, "daemon-calls-"+strings.ReplaceAll(step.String(), "/", "-"))
 	}
 	defer func() { stopPerf() }()
-	st0, _ := readProc(b.daemonPID)
+	st0, _ := readProc(s.daemonPID)
 	start = time.Now()
 	if err := parallel(ctx, len(conns), len(conns), func(i int) (err error) {
 		conns[i].sids, err = conns[i].p.open(conns[i].ids, b.opt.window)
@@ -74,14 +75,14 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 		return fmt.Errorf("set up: %w", err)
 	}
 	r.setup = append(r.setup, time.Since(start))
-	st1, _ := readProc(b.daemonPID)
+	st1, _ := readProc(s.daemonPID)
 	r.setupCPU += st1.CPU - st0.CPU
 	// Settle, then read memory. Calls are counted in the kernel's sets,
 	// which costs the daemon nothing; `pptp-alg mappings` comes last.
 	time.Sleep(time.Second)
-	st2, _ := readProc(b.daemonPID)
+	st2, _ := readProc(s.daemonPID)
 	r.rss = append(r.rss, st2.RSS)
-	if in, out, err := b.kernelCalls(ctx); err != nil {
+	if in, out, err := s.kernelCalls(ctx); err != nil {
 		return err
 	} else if in != step.calls || out != step.calls {
 		return fmt.Errorf("kernel holds %d inbound and %d outbound GRE mappings, want %d", in, out, step.calls)
@@ -89,18 +90,19 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 	// The daemon's own work while it holds the calls (a counter dump every
 	// 10 s) shows in the largest RSS seen meanwhile.
 	held := time.Now()
-	stopSampling := sampleRSS(b.daemonPID)
+	stopSampling := sampleRSS(s.daemonPID)
 	defer stopSampling()
 
-	// GRE on h1's calls: on one, and spread over all of them. With one
-	// call a connection it would repeat the step with as many calls.
-	if step.perConn > 1 || step.calls == 1 {
+	// GRE on h1's calls, on one and spread over all of them, each paired
+	// with the lab of the GRE section, which holds one call. (On a step of
+	// one call that pairing is the same setup twice.)
+	if gre {
 		var h1 calls
 		for _, c := range conns {
 			if c.host != 0 {
 				continue
 			}
-			cs, err := b.callsOf(c.ids, c.sids)
+			cs, err := s.callsOf(c.ids, c.sids)
 			if err != nil {
 				return err
 			}
@@ -111,37 +113,41 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 		}
 		r.spread = len(h1.serverIDs)
 		one := calls{serverIDs: h1.serverIDs[:1], peerIDs: h1.peerIDs[:1], peer: h1.peer, clientIDs: h1.clientIDs[:1]}
-		st3, _ := readProc(b.daemonPID)
+		ref := b.rigs[setupALG]
 		for _, d := range []direction{outbound, inbound} {
 			for _, x := range []struct {
-				cs calls
-				to *sample
-			}{{one, &r.one[d]}, {h1, &r.all[d]}} {
-				pps, err := b.rate(d, x.cs, 64, b.opt.duration)
+				name string
+				cs   calls
+				to   **cell
+			}{{"1 call", one, &r.one[d]}, {"spread", h1, &r.all[d]}} {
+				if x.name == "spread" && r.spread == 1 {
+					continue // the same as on one call
+				}
+				c, err := b.alternate(fmt.Sprintf("scale %v, GRE %v on %s", step, d, x.name), []sender{
+					func(w time.Duration) (float64, error) { return ref.rate(d, ref.call, 64, w) },
+					func(w time.Duration) (float64, error) { return s.rate(d, x.cs, 64, w) },
+				})
 				if err != nil {
 					return err
 				}
-				x.to.all = append(x.to.all, pps)
-				x.to.median = median(x.to.all)
+				*x.to = c
 			}
 		}
-		st4, _ := readProc(b.daemonPID)
-		r.greCPU += st4.CPU - st3.CPU
 	}
 	if step.calls >= 1000 {
 		time.Sleep(11*time.Second - time.Since(held))
 	}
 	r.rssHeld = max(r.rssHeld, stopSampling())
-	if n, err := b.mappings(ctx); err != nil {
+	if n, err := s.mappings(ctx, b.algBin); err != nil {
 		return err
 	} else if n != step.calls {
 		return fmt.Errorf("daemon lists %d calls, want %d", n, step.calls)
 	}
 	time.Sleep(100 * time.Millisecond)
-	st, _ = readProc(b.daemonPID)
+	st, _ = readProc(s.daemonPID)
 	r.rssMappings = max(r.rssMappings, st.RSS)
 
-	st5, _ := readProc(b.daemonPID)
+	st5, _ := readProc(s.daemonPID)
 	start = time.Now()
 	if err := parallel(ctx, len(conns), len(conns), func(i int) error {
 		return conns[i].p.clear(conns[i].ids, b.opt.window)
@@ -149,7 +155,7 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 		return fmt.Errorf("tear down: %w", err)
 	}
 	r.teardown = append(r.teardown, time.Since(start))
-	st6, _ := readProc(b.daemonPID)
+	st6, _ := readProc(s.daemonPID)
 	r.teardownCPU += st6.CPU - st5.CPU
 	r.hwm = max(r.hwm, st6.HWM)
 	stopPerf()
@@ -158,7 +164,7 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile bool) err
 		c.p.Close()
 		c.p = nil
 	}
-	if in, out, err := b.kernelCalls(ctx); err != nil {
+	if in, out, err := s.kernelCalls(ctx); err != nil {
 		return err
 	} else if in != 0 || out != 0 {
 		return fmt.Errorf("after tear-down the kernel still holds %d inbound and %d outbound GRE mappings", in, out)
