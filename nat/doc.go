@@ -1,7 +1,8 @@
 // Package nat owns pptp-alg's kernel data plane: one nftables table of its
 // own (family ip, "pptp_alg" by default), its maps and chains, the adding and
 // removing of call mappings, and their counters. It is the only package that
-// talks nftables, through github.com/google/nftables.
+// talks nftables: through github.com/google/nftables, and for the counter
+// dumps directly through github.com/mdlayher/netlink.
 //
 // The daemon relays PPTP control connections (RFC 2637 section 1.3, TCP port
 // 1723) itself: relay_prerouting redirects them from the LAN to a local relay

@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -81,7 +80,7 @@ func ipv4(a netip.Addr) (netip.Addr, error) {
 }
 
 // Plane is the installed table. It is safe for concurrent use: one mutex
-// orders every batch and dump on the underlying *nftables.Conn.
+// orders every batch and dump on its sockets.
 //
 // Each Add and Delete is one netlink batch. Errors from the kernel keep their
 // errno, so errors.Is(err, unix.ENOENT) after an Add means the table is gone
@@ -92,19 +91,22 @@ func ipv4(a netip.Addr) (netip.Addr, error) {
 // destruction work, which after an element deletion includes an RCU grace
 // period: with a socket per batch, one add and one delete took about 14 ms
 // here, where on one lasting socket a call's whole set-up and tear-down (four
-// batches) takes about 70 µs.
+// batches) takes about 70 µs. Counters opens a second socket, for its own
+// dumps, and keeps it too.
 type Plane struct {
 	mu   sync.Mutex
 	opts []nftables.ConnOption // to open the socket again after a fault
 	conn *nftables.Conn
 	cfg  Config
 	obj  objects
+	dump dumper // for Counters
 }
 
 // Open deletes any table of the same name left by an earlier run, then
 // installs the table for cfg, all in one batch. opts go to nftables.New
-// (nftables.WithNetNSFd to work in another network namespace); Open adds
-// nftables.AsLasting itself.
+// (nftables.WithNetNSFd to work in another network namespace, whose fd must
+// stay open while the Plane is used: sockets are opened there again after a
+// fault); Open adds nftables.AsLasting itself.
 //
 // An invalid cfg.WANAddr (the WAN has no address yet) installs a rule that
 // drops outbound PPTP GRE until SetWANAddr gives one.
@@ -118,7 +120,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg.Table)}
+	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg.Table), dump: dumper{netns: conn.NetNS}}
 	if err := p.install(); err != nil {
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
@@ -174,6 +176,7 @@ func (p *Plane) Close() error {
 	if cerr := p.conn.CloseLasting(); err == nil {
 		err = cerr
 	}
+	p.dump.close()
 	if err != nil {
 		return fmt.Errorf("nat: close table ip %s: %w", p.cfg.Table, err)
 	}
@@ -332,64 +335,4 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement) error
 		return err
 	}
 	return p.settle(p.conn.Flush())
-}
-
-// InKey names a gre_in element.
-type InKey struct {
-	Server netip.Addr
-	NATID  uint16
-}
-
-// OutKey names a gre_out element.
-type OutKey struct {
-	Client, Server netip.Addr
-	ServerID       uint16
-}
-
-// Counter is what a per-element counter has seen: packets that hit the
-// element in a lookup, and their bytes from the IP header on.
-type Counter struct{ Packets, Bytes uint64 }
-
-// Counters returns the per-element counters of gre_in and gre_out, from one
-// dump of each set. Its errors carry no errno: google/nftables formats dump
-// errors as text.
-func (p *Plane) Counters() (in map[InKey]Counter, out map[OutKey]Counter, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	inEls, err := p.conn.GetSetElements(p.obj.greIn)
-	if err = p.settle(err); err != nil {
-		return nil, nil, fmt.Errorf("nat: list map ip %s %s: %w", p.cfg.Table, mapGREIn, err)
-	}
-	outEls, err := p.conn.GetSetElements(p.obj.greOut)
-	if err = p.settle(err); err != nil {
-		return nil, nil, fmt.Errorf("nat: list set ip %s %s: %w", p.cfg.Table, setGREOut, err)
-	}
-	in = make(map[InKey]Counter, len(inEls))
-	for _, e := range inEls {
-		if len(e.Key) != 8 {
-			return nil, nil, fmt.Errorf("nat: %s: key of %d bytes", mapGREIn, len(e.Key))
-		}
-		k := InKey{Server: netip.AddrFrom4([4]byte(e.Key[0:4])), NATID: binary.BigEndian.Uint16(e.Key[4:6])}
-		in[k] = counterOf(e)
-	}
-	out = make(map[OutKey]Counter, len(outEls))
-	for _, e := range outEls {
-		if len(e.Key) != 12 {
-			return nil, nil, fmt.Errorf("nat: %s: key of %d bytes", setGREOut, len(e.Key))
-		}
-		k := OutKey{
-			Client:   netip.AddrFrom4([4]byte(e.Key[0:4])),
-			Server:   netip.AddrFrom4([4]byte(e.Key[4:8])),
-			ServerID: binary.BigEndian.Uint16(e.Key[8:10]),
-		}
-		out[k] = counterOf(e)
-	}
-	return in, out, nil
-}
-
-func counterOf(e nftables.SetElement) Counter {
-	if e.Counter == nil {
-		return Counter{}
-	}
-	return Counter{Packets: e.Counter.Packets, Bytes: e.Counter.Bytes}
 }

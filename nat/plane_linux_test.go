@@ -198,8 +198,8 @@ func TestPlaneKernel(t *testing.T) {
 	if diff := cmp.Diff(want, viewTable(t, ns, "pptp_alg")); diff != "" {
 		t.Errorf("table after adds (-want +got):\n%s", diff)
 	}
-	in, out, err := p.Counters()
-	if err != nil {
+	in, out := map[InKey]Counter{}, map[OutKey]Counter{}
+	if err := p.Counters(in, out); err != nil {
 		t.Fatalf("Counters: %v", err)
 	}
 	wantIn := map[InKey]Counter{{serverIP, 5}: {}, {serverIP, 6}: {}}
@@ -343,8 +343,8 @@ func TestPlaneConcurrent(t *testing.T) {
 	for err := range errc {
 		t.Error(err)
 	}
-	in, out, err := p.Counters()
-	if err != nil {
+	in, out := map[InKey]Counter{}, map[OutKey]Counter{}
+	if err := p.Counters(in, out); err != nil {
 		t.Fatalf("Counters: %v", err)
 	}
 	if want := workers * calls / 2; len(in) != want || len(out) != want {
@@ -533,8 +533,8 @@ func TestDataPlane(t *testing.T) {
 	}
 
 	// Each accepted packet moved its element's counter, and only that one.
-	ins, outs, err := p.Counters()
-	if err != nil {
+	ins, outs := map[InKey]Counter{}, map[OutKey]Counter{}
+	if err := p.Counters(ins, outs); err != nil {
 		t.Fatalf("Counters: %v", err)
 	}
 	wantIn := map[InKey]Counter{{serverIP, natID}: {1, uint64(inBytes)}}

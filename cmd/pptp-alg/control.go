@@ -77,6 +77,9 @@ func (d *daemon) maintain(ctx context.Context) error {
 	defer check.Stop()
 	lastTick, lastExpire := time.Now(), time.Now()
 	snat := *d.wanAddr.Load() // the address the SNAT rule holds
+	// Refilled by every idle check rather than made anew every few seconds;
+	// they keep the size of the largest reading.
+	in, out := map[nat.InKey]nat.Counter{}, map[nat.OutKey]nat.Counter{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -91,7 +94,7 @@ func (d *daemon) maintain(ctx context.Context) error {
 		snat = d.followWAN(snat)
 		if time.Since(lastExpire) >= expireEvery(d.cfg.idleTimeout) {
 			lastExpire = time.Now()
-			d.expire()
+			d.expire(in, out)
 		}
 	}
 }
@@ -161,10 +164,10 @@ func expireEvery(idle time.Duration) time.Duration {
 	return max(time.Second, min(idle/10, 10*time.Second))
 }
 
-func (d *daemon) expire() {
+// expire reads the counters into in and out and releases idle calls.
+func (d *daemon) expire(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) {
 	before := d.table.Calls() // each of these is in the kernel before the dump
-	in, out, err := d.plane.Counters()
-	if err != nil {
+	if err := d.plane.Counters(in, out); err != nil {
 		d.log.Warn("read GRE counters", "err", err)
 		return
 	}
@@ -220,8 +223,8 @@ func (d *daemon) mappings() ([]Mapping, error) {
 		return []Mapping{}, nil
 	}
 	calls := d.table.Calls()
-	in, out, err := d.plane.Counters()
-	if err != nil {
+	in, out := make(map[nat.InKey]nat.Counter, len(calls)), make(map[nat.OutKey]nat.Counter, len(calls))
+	if err := d.plane.Counters(in, out); err != nil {
 		return nil, err
 	}
 	ms := make([]Mapping, 0, len(calls))
