@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -216,21 +218,26 @@ func traffic(c alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]na
 	return alg.Traffic{PacketsIn: i.Packets, BytesIn: i.Bytes, PacketsOut: o.Packets, BytesOut: o.Bytes}
 }
 
-func (d *daemon) mappings() ([]Mapping, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.table == nil { // disabled
-		return []Mapping{}, nil
+// writeMappings writes every call as one JSON array on one line. The
+// elements are encoded one at a time, so that a reply for 10,000 calls
+// never sits in the daemon's memory whole. An error before the first byte
+// is returned for the caller to send instead.
+func (d *daemon) writeMappings(w io.Writer) error {
+	calls, in, out, err := d.callsAndCounters()
+	if err != nil {
+		return err
 	}
-	calls := d.table.Calls()
-	in, out := make(map[nat.InKey]nat.Counter, len(calls)), make(map[nat.OutKey]nat.Counter, len(calls))
-	if err := d.plane.Counters(in, out); err != nil {
-		return nil, err
-	}
-	ms := make([]Mapping, 0, len(calls))
-	for _, c := range calls {
+	bw := bufio.NewWriter(w)
+	var one bytes.Buffer
+	enc := json.NewEncoder(&one)
+	bw.WriteByte('[')
+	for i, c := range calls {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
 		tr := traffic(c, in, out)
-		ms = append(ms, Mapping{
+		one.Reset()
+		enc.Encode(Mapping{
 			Client: c.Client.String(), ClientCallID: int(c.ClientCallID),
 			Server: c.Server.String(), ServerCallID: int(c.ServerCallID),
 			NATCallID: int(c.NATCallID), Established: c.Established,
@@ -238,8 +245,25 @@ func (d *daemon) mappings() ([]Mapping, error) {
 			BytesIn: tr.BytesIn, BytesOut: tr.BytesOut,
 			Since: c.Since.UTC().Truncate(time.Second),
 		})
+		bw.Write(bytes.TrimSuffix(one.Bytes(), []byte("\n"))) // the reply is one line
 	}
-	return ms, nil
+	bw.WriteString("]\n")
+	bw.Flush()
+	return nil
+}
+
+func (d *daemon) callsAndCounters() ([]alg.CallInfo, map[nat.InKey]nat.Counter, map[nat.OutKey]nat.Counter, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.table == nil { // disabled
+		return nil, nil, nil, nil
+	}
+	calls := d.table.Calls()
+	in, out := make(map[nat.InKey]nat.Counter, len(calls)), make(map[nat.OutKey]nat.Counter, len(calls))
+	if err := d.plane.Counters(in, out); err != nil {
+		return nil, nil, nil, err
+	}
+	return calls, in, out, nil
 }
 
 func listenControl(path string) (*net.UnixListener, error) {
@@ -329,12 +353,11 @@ func (d *daemon) answer(c net.Conn) {
 			reply = r
 		}
 	case "mappings":
-		ms, err := d.mappings()
-		if err != nil {
-			reply = controlError{err.Error()}
-		} else {
-			reply = ms
+		err := d.writeMappings(c)
+		if err == nil {
+			return
 		}
+		reply = controlError{err.Error()}
 	case "debug":
 		// For the leak tests: what churn must give back. The heap is read
 		// after a collection, so that it counts only what is still held.

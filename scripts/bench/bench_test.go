@@ -80,3 +80,28 @@ func TestCell(t *testing.T) {
 		t.Errorf("kept = %v, want all four rounds", got)
 	}
 }
+
+// TestMedianCI checks the order statistics the interval takes against
+// published tables: n=30 gives the 10th and 21st values, n=60 the 22nd and
+// 39th, n=6 the extremes; below 6 no interval reaches 95 %.
+func TestMedianCI(t *testing.T) {
+	for _, tc := range []struct {
+		n      int
+		lo, hi float64 // 1-based ranks
+		ok     bool
+	}{
+		{5, 1, 5, false},
+		{6, 1, 6, true},
+		{30, 10, 21, true},
+		{60, 22, 39, true},
+	} {
+		xs := make([]float64, tc.n)
+		for i := range xs {
+			xs[i] = float64(tc.n - i) // reversed: medianCI must sort
+		}
+		lo, hi, ok := medianCI(xs)
+		if lo != tc.lo || hi != tc.hi || ok != tc.ok {
+			t.Errorf("n=%d: [%v, %v] ok=%v, want [%v, %v] ok=%v", tc.n, lo, hi, ok, tc.lo, tc.hi, tc.ok)
+		}
+	}
+}

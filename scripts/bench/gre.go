@@ -133,22 +133,24 @@ func (b *bench) greSection() error {
 }
 
 // profileGRE records a kernel profile of each setup forwarding GRE, one
-// setup at a time, apart from the measurement (perf slows what it
-// watches).
+// setup, direction and size at a time, apart from the measurement (perf
+// slows what it watches).
 func (b *bench) profileGRE() error {
 	if b.opt.profile == "" {
 		return nil
 	}
 	for _, r := range b.rigs {
-		stop := b.perfKernel(fmt.Sprintf("gre-%d", r.setup))
 		for _, size := range b.opt.sizes {
 			for _, d := range []direction{outbound, inbound} {
-				if _, err := r.rate(d, r.call, size, time.Second); err != nil {
-					stop()
+				stop := b.perfKernel(fmt.Sprintf("gre-%d-%s-%d", r.setup, [...]string{"lan-wan", "wan-lan"}[d], size))
+				_, err := r.rate(d, r.call, size, time.Second)
+				stop()
+				if err != nil {
 					return fmt.Errorf("%v: %w", r.setup, err)
 				}
 			}
 		}
+		stop := b.perfKernel(fmt.Sprintf("udp-%d", r.setup))
 		_, err := r.udpRate(time.Second)
 		stop()
 		if err != nil {

@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	smoke := fs.Bool("smoke", false, "tiny counts and short windows, no Go benchmarks: checks the command works (seconds, not minutes)")
 	fs.DurationVar(&o.duration, "duration", 250*time.Millisecond, "length of one GRE sending window; each round sends one through every setup compared")
-	fs.IntVar(&o.reps, "reps", 30, "rounds of each GRE comparison: every round sends one window through each setup compared, "+
+	fs.IntVar(&o.reps, "reps", 60, "rounds of each GRE comparison: every round sends one window through each setup compared, "+
 		"in an order that rotates, after one warm-up window each; call set-up latency is taken in as many shares")
 	fs.IntVar(&o.scaleReps, "scale-reps", 3, "rounds of the scale steps' set-up and tear-down (their GRE is measured in the first, over -reps rounds)")
 	sizes := fs.String("sizes", "64,1400", "GRE payload `bytes`, comma-separated")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -115,16 +116,62 @@ func (c *cell) rates() []int {
 	return ps
 }
 
-// ratio is the quartiles of sender a's rate over sender b's within each
-// kept round.
-func (c *cell) ratio(a, b int) (q1, q2, q3 float64) {
+// ratios are sender a's rate over sender b's within each kept round.
+func (c *cell) ratios(a, b int) []float64 {
 	var qs []float64
 	for _, r := range c.kept() {
 		if c.pps[r][b] > 0 {
 			qs = append(qs, c.pps[r][a]/c.pps[r][b])
 		}
 	}
-	return quartiles(qs)
+	return qs
+}
+
+// ratio is the quartiles of ratios.
+func (c *cell) ratio(a, b int) (q1, q2, q3 float64) { return quartiles(c.ratios(a, b)) }
+
+// verdict says whether the median ratio of a to b is at least goal: "met"
+// when the whole 95 % confidence interval of the median is, "missed" when
+// none of it is, and "not decided" otherwise. It returns the interval too.
+func (c *cell) verdict(a, b int, goal float64) (v string, lo, hi float64) {
+	lo, hi, ok := medianCI(c.ratios(a, b))
+	switch {
+	case !ok:
+		return "not decided", lo, hi
+	case lo >= goal:
+		return "met", lo, hi
+	case hi < goal:
+		return "missed", lo, hi
+	}
+	return "not decided", lo, hi
+}
+
+// medianCI is a 95 % confidence interval for the median of the population
+// xs were drawn from, by order statistics: it assumes only that the rounds
+// are independent, not any distribution of the noise. ok is false for
+// fewer than 6 values, where no such interval reaches 95 %.
+func medianCI(xs []float64) (lo, hi float64, ok bool) {
+	n := len(xs)
+	s := slices.Sorted(slices.Values(xs))
+	// The largest k with P(Binomial(n, 1/2) < k) <= 2.5 %: the interval
+	// from the k-th smallest to the k-th largest covers the median with at
+	// least 95 %.
+	k, cdf, pmf := 0, 0.0, math.Pow(0.5, float64(n))
+	for i := 0; i < n; i++ {
+		if cdf+pmf > 0.025 {
+			break
+		}
+		cdf += pmf
+		k = i + 1
+		pmf = pmf * float64(n-i) / float64(i+1)
+	}
+	if k == 0 {
+		if n == 0 {
+			return 0, 0, false
+		}
+		return s[0], s[n-1], false
+	}
+	return s[k-1], s[n-k], true
 }
 
 // ratioText formats ratio as "0.97x (0.93–1.01)", the interquartile range
@@ -138,6 +185,14 @@ func (c *cell) ratioText(a, b int) string {
 		return fmt.Sprintf("%.2fx", q2)
 	}
 	return fmt.Sprintf("%.2fx (%.2f–%.2f)", q2, q1, q3)
+}
+
+// goalText is the verdict on goal and the median ratio with its interval,
+// as "0.97x [0.95–0.99]".
+func (c *cell) goalText(a, b int, goal float64) (verdict, text string) {
+	v, lo, hi := c.verdict(a, b, goal)
+	_, q, _ := c.ratio(a, b)
+	return v, fmt.Sprintf("%.2fx [%.2f–%.2f]", q, lo, hi)
 }
 
 // keptText is "kept/all" rounds.
