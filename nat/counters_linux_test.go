@@ -21,12 +21,7 @@ import (
 func TestCountersMatchKernel(t *testing.T) {
 	requireKernel(t)
 	r := newRouter(t)
-	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort},
-		nftables.WithNetNSFd(r.rtr.fd))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := r.openPlane(t)
 	const calls = 2000
 	wantIn, wantOut := map[InKey]Counter{}, map[OutKey]Counter{}
 	for i := range calls {

@@ -362,6 +362,18 @@ type router struct {
 	lan, rtr, server *netns
 }
 
+// openPlane opens a Plane in the router, closed when the test ends.
+func (r router) openPlane(t *testing.T) *Plane {
+	t.Helper()
+	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(r.rtr.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func newRouter(t *testing.T) router {
 	r := router{lan: newNetNS(t, "lan"), rtr: newNetNS(t, "rtr"), server: newNetNS(t, "srv")}
 	r.rtr.ip(t, "link", "add", "rlan0", "type", "veth", "peer", "name", "eth0", "netns", r.lan.name)
@@ -458,12 +470,7 @@ func TestDataPlane(t *testing.T) {
 	}
 	srvICMP.drain()
 
-	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort},
-		nftables.WithNetNSFd(r.rtr.fd))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := r.openPlane(t)
 	if err := p.AddInbound(serverIP, natID, lanHostIP, clientID); err != nil {
 		t.Fatal(err)
 	}
@@ -570,12 +577,7 @@ func TestDataPlane(t *testing.T) {
 func TestRelayRedirect(t *testing.T) {
 	requireKernel(t)
 	r := newRouter(t)
-	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort},
-		nftables.WithNetNSFd(r.rtr.fd))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { p.Close() })
+	r.openPlane(t)
 
 	var ln net.Listener
 	if err := r.rtr.do(func() (err error) {
