@@ -120,7 +120,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg.Table), dump: dumper{netns: conn.NetNS}}
+	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS}}
 	if err := p.install(); err != nil {
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)

@@ -84,8 +84,8 @@ type objects struct {
 	grePost, relayPre, relayIn        *nftables.Chain
 }
 
-func newObjects(table string) objects {
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table}
+func newObjects(cfg Config) objects {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: cfg.Table}
 	return objects{
 		table: t,
 		// set lan_ifaces { type ifname; }
@@ -102,7 +102,7 @@ func newObjects(table string) objects {
 			KeyType:      nftables.TypeIFName,
 			KeyByteOrder: binaryutil.NativeEndian,
 		},
-		// map gre_iifs { type ifname : verdict; }
+		// map gre_iifs { type ifname : verdict; size N; }
 		//
 		// One iifname load and one lookup send PPTP GRE to the chain for
 		// its side; a rule per side would load the name again for each.
@@ -116,6 +116,9 @@ func newObjects(table string) objects {
 			KeyType:      nftables.TypeIFName,
 			KeyByteOrder: binaryutil.NativeEndian,
 			DataType:     nftables.TypeVerdict,
+			// The WAN and each LAN. The kernel chooses the set's backend
+			// by its size, when known.
+			Size: uint32(1 + len(cfg.LAN)),
 		},
 		// map gre_in { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
 		greIn: &nftables.Set{
@@ -184,11 +187,8 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayIn} {
 		c.AddChain(ch)
 	}
-	// add map ip pptp_alg gre_iifs { type ifname : verdict; size N; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
-	// A known size lets the kernel pick a fixed hash table over a resizable one.
-	iifs := o.iifElements(cfg)
-	o.greIifs.Size = uint32(len(iifs))
-	if err := c.AddSet(o.greIifs, iifs); err != nil {
+	// add map ip pptp_alg gre_iifs { ...; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
+	if err := c.AddSet(o.greIifs, o.iifElements(cfg)); err != nil {
 		return err
 	}
 	for _, r := range o.rules(cfg) {
