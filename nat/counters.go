@@ -48,8 +48,8 @@ func (p *Plane) Counters(in map[InKey]Counter, out map[OutKey]Counter) error {
 	clear(out)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	err := p.dump.elements(p.cfg.Table, mapGREIn, 8, func(k []byte, c Counter) error {
-		key := InKey{Server: netip.AddrFrom4([4]byte(k[0:4])), NATID: binary.BigEndian.Uint16(k[4:6])}
+	err := p.dump.elements(unix.NFPROTO_IPV4, p.cfg.Table, mapGREIn, 8, func(k []byte, c Counter) error {
+		key := inKeyOf(k)
 		if _, dup := in[key]; dup {
 			return errDumpInterrupted
 		}
@@ -60,12 +60,8 @@ func (p *Plane) Counters(in map[InKey]Counter, out map[OutKey]Counter) error {
 		clear(in)
 		return fmt.Errorf("nat: list map ip %s %s: %w", p.cfg.Table, mapGREIn, err)
 	}
-	err = p.dump.elements(p.cfg.Table, setGREOut, 12, func(k []byte, c Counter) error {
-		key := OutKey{
-			Client:   netip.AddrFrom4([4]byte(k[0:4])),
-			Server:   netip.AddrFrom4([4]byte(k[4:8])),
-			ServerID: binary.BigEndian.Uint16(k[8:10]),
-		}
+	err = p.dump.elements(unix.NFPROTO_IPV4, p.cfg.Table, setGREOut, 12, func(k []byte, c Counter) error {
+		key := outKeyOf(k)
 		if _, dup := out[key]; dup {
 			return errDumpInterrupted
 		}
@@ -77,7 +73,46 @@ func (p *Plane) Counters(in map[InKey]Counter, out map[OutKey]Counter) error {
 		clear(out)
 		return fmt.Errorf("nat: list set ip %s %s: %w", p.cfg.Table, setGREOut, err)
 	}
+	if p.fast.on {
+		p.addFastCounters(in, out)
+	}
 	return nil
+}
+
+// addFastCounters adds the fast path's counters to those of the same calls
+// in the ip table: a call's GRE goes one way or the other. Its elements
+// that the ip table lacks are left out, so that in and out say what the ip
+// table holds. A dump that fails (the set changed meanwhile, or the table
+// is gone: CheckFastPath sees to that) leaves counts out until the next:
+// what idle checks need is that a call's counts grow while it is in use.
+func (p *Plane) addFastCounters(in map[InKey]Counter, out map[OutKey]Counter) {
+	_ = p.dump.elements(unix.NFPROTO_NETDEV, p.cfg.Table, mapGREIn, 8, func(k []byte, c Counter) error {
+		if sum, ok := in[inKeyOf(k)]; ok {
+			in[inKeyOf(k)] = sum.add(c)
+		}
+		return nil
+	})
+	_ = p.dump.elements(unix.NFPROTO_NETDEV, p.cfg.Table, setGREOut, 12, func(k []byte, c Counter) error {
+		if sum, ok := out[outKeyOf(k)]; ok {
+			out[outKeyOf(k)] = sum.add(c)
+		}
+		return nil
+	})
+}
+
+func (c Counter) add(d Counter) Counter { return Counter{c.Packets + d.Packets, c.Bytes + d.Bytes} }
+
+// inKeyOf and outKeyOf decode gre_in and gre_out keys.
+func inKeyOf(k []byte) InKey {
+	return InKey{Server: netip.AddrFrom4([4]byte(k[0:4])), NATID: binary.BigEndian.Uint16(k[4:6])}
+}
+
+func outKeyOf(k []byte) OutKey {
+	return OutKey{
+		Client:   netip.AddrFrom4([4]byte(k[0:4])),
+		Server:   netip.AddrFrom4([4]byte(k[4:8])),
+		ServerID: binary.BigEndian.Uint16(k[8:10]),
+	}
 }
 
 // dumper dumps sets on a netlink socket of its own, in the Plane's network
@@ -93,11 +128,11 @@ type dumper struct {
 // buffer is as large.
 const dumpBufSize = 32 << 10
 
-// elements dumps set (of family ip) and calls fn with each element's key,
+// elements dumps set (of family ip or netdev) and calls fn with each element's key,
 // keyLen bytes, and counter. A key is valid only during its call. After any
 // error the socket is closed, as replies may be left unread that the next
 // dump would take for its own; the next dump opens another.
-func (d *dumper) elements(table, set string, keyLen int, fn func(key []byte, c Counter) error) error {
+func (d *dumper) elements(family byte, table, set string, keyLen int, fn func(key []byte, c Counter) error) error {
 	if d.conn == nil {
 		c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: d.netns})
 		if err != nil {
@@ -108,7 +143,7 @@ func (d *dumper) elements(table, set string, keyLen int, fn func(key []byte, c C
 	if d.buf == nil {
 		d.buf = make([]byte, dumpBufSize)
 	}
-	err := d.read(table, set, keyLen, fn)
+	err := d.read(family, table, set, keyLen, fn)
 	if err != nil {
 		d.conn.Close()
 		d.conn = nil
@@ -124,7 +159,7 @@ func (d *dumper) close() {
 	}
 }
 
-func (d *dumper) read(table, set string, keyLen int, fn func([]byte, Counter) error) error {
+func (d *dumper) read(family byte, table, set string, keyLen int, fn func([]byte, Counter) error) error {
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(table + "\x00")},
 		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")},
@@ -138,7 +173,7 @@ func (d *dumper) read(table, set string, keyLen int, fn func([]byte, Counter) er
 			Flags: netlink.Request | netlink.Dump,
 		},
 		// struct nfgenmsg, then the attributes
-		Data: append([]byte{unix.NFPROTO_IPV4, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		Data: append([]byte{family, unix.NFNETLINK_V0, 0, 0}, attrs...),
 	})
 	if err != nil {
 		return err

@@ -22,6 +22,10 @@ type Config struct {
 	WAN       string     // WAN interface name
 	WANAddr   netip.Addr // source address for outbound GRE
 	RelayPort uint16
+	// FastPath also installs the netdev table that forwards the GRE of
+	// known calls from ingress (see CheckFastPath). If it cannot be
+	// installed, the ip table carries all GRE and FastPath says why.
+	FastPath bool
 }
 
 // check validates c and fills in defaults.
@@ -99,7 +103,8 @@ type Plane struct {
 	conn *nftables.Conn
 	cfg  Config
 	obj  objects
-	dump dumper // for Counters
+	dump dumper // for Counters, and the fast path's netns
+	fast fastState
 }
 
 // Open deletes any table of the same name left by an earlier run, then
@@ -121,18 +126,29 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
 	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS}}
+	p.fast.obj = newFastObjects(cfg)
 	if err := p.install(); err != nil {
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
+	p.fast.refill = false // nothing to add yet
 	return p, nil
 }
 
+// install installs the ip table and, if configured, the fast path. A fast
+// path that fails is left off (FastPath says why); the ip table does not
+// need it.
 func (p *Plane) install() error {
 	if err := p.obj.queueInstall(p.conn, p.cfg); err != nil {
 		return err
 	}
-	return p.settle(p.conn.Flush())
+	if err := p.settle(p.conn.Flush()); err != nil {
+		return err
+	}
+	if p.cfg.FastPath {
+		_ = p.installFast()
+	}
+	return nil
 }
 
 // settle passes err on after one exchange on the lasting socket. An error
@@ -168,10 +184,17 @@ func fromKernel(err error) bool {
 func (p *Plane) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var ferr error
+	if p.cfg.FastPath {
+		ferr = p.deleteFast() // delete table netdev pptp_alg
+	}
 	p.conn.DelTable(p.obj.table) // delete table ip pptp_alg
 	err := p.conn.Flush()        // the socket closes next: no need to settle
 	if errors.Is(err, unix.ENOENT) {
 		err = nil
+	}
+	if err == nil {
+		err = ferr
 	}
 	if cerr := p.conn.CloseLasting(); err == nil {
 		err = cerr
@@ -192,6 +215,7 @@ func (p *Plane) Reinstall() error {
 	if err := p.install(); err != nil {
 		return fmt.Errorf("nat: reinstall table ip %s: %w", p.cfg.Table, err)
 	}
+	p.fast.refill = false // the caller adds its calls now
 	return nil
 }
 
@@ -230,6 +254,11 @@ func (p *Plane) SetWANAddr(a netip.Addr) error {
 		return fmt.Errorf("nat: set WAN address %v: %w", a, err)
 	}
 	p.cfg.WANAddr = a
+	if p.cfg.FastPath {
+		// Now, not at the next check: the old rule would source-NAT to
+		// the old address. Empty until the caller's calls are added again.
+		_ = p.installFast()
+	}
 	return nil
 }
 
@@ -277,7 +306,15 @@ func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.
 		}
 		el.Val = inValue(c, clientID)
 	}
-	return p.element(add, p.obj.greIn, el)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var fast, oif *nftables.SetElement
+	if add {
+		fast, oif = p.fastInElements(s, natID, client.Unmap(), clientID)
+	} else if p.fast.on {
+		fast = &nftables.SetElement{Key: el.Key}
+	}
+	return p.element(add, p.obj.greIn, el, p.fast.obj.greIn, fast, oif)
 }
 
 // AddOutbound lets client send GRE to server carrying serverID:
@@ -318,21 +355,70 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	if err != nil {
 		return err
 	}
-	return p.element(add, p.obj.greOut, nftables.SetElement{Key: outKey(c, s, serverID)})
-}
-
-// element adds or deletes one element in its own batch.
-func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement) error {
+	el := nftables.SetElement{Key: outKey(c, s, serverID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var err error
+	var fast *nftables.SetElement
 	if add {
-		err = p.conn.SetAddElements(s, []nftables.SetElement{el})
-	} else {
-		err = p.conn.SetDeleteElements(s, []nftables.SetElement{el})
+		fast = p.fastOutElement(c, s, serverID)
+	} else if p.fast.on {
+		fast = &nftables.SetElement{Key: el.Key}
 	}
-	if err != nil {
+	return p.element(add, p.obj.greOut, el, p.fast.obj.greOut, fast, nil)
+}
+
+// element adds or deletes el in the ip table's set s and, unless fastEl is
+// nil, fastEl in the fast path's set fs, in one batch. An add also adds oif,
+// unless nil, to lan_oif: the client's entry, which its other calls share
+// and which stays until the fast path is rebuilt (adding it again changes
+// nothing). p.mu is held.
+//
+// If that batch fails, the ip table's part is tried alone: a fast path that
+// has lost its table or an element must not cost a call its mapping. A
+// failed add marks the fast path for rebuilding at the next CheckFastPath;
+// so does a failed delete, unless the fast path simply never had the
+// element (ENOENT: the call's route did not suit it).
+func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl, oif *nftables.SetElement) error {
+	if fastEl != nil && !add {
+		// The fast path's first: no GRE may take it once the ip table's
+		// element is gone.
+		if err := p.queue(false, fs, *fastEl); err != nil {
+			return err
+		}
+	}
+	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	return p.settle(p.conn.Flush())
+	if fastEl != nil && add {
+		if err := p.queue(true, fs, *fastEl); err != nil {
+			return err
+		}
+		if oif != nil {
+			if err := p.queue(true, p.fast.obj.lanOIF, *oif); err != nil {
+				return err
+			}
+		}
+	}
+	err := p.settle(p.conn.Flush())
+	if err == nil || fastEl == nil {
+		return err
+	}
+	if err := p.queue(add, s, el); err != nil {
+		return err
+	}
+	if err := p.settle(p.conn.Flush()); err != nil {
+		return err
+	}
+	if add || !errors.Is(err, unix.ENOENT) {
+		p.fast.dirty = true
+	}
+	return nil
+}
+
+// queue queues el's addition to or deletion from s.
+func (p *Plane) queue(add bool, s *nftables.Set, el nftables.SetElement) error {
+	if add {
+		return p.conn.SetAddElements(s, []nftables.SetElement{el})
+	}
+	return p.conn.SetDeleteElements(s, []nftables.SetElement{el})
 }

@@ -173,7 +173,7 @@ build() {
 	printf '%s  %d bytes\n' "$file" "$(stat -c %s "$file")"
 }
 
-build pptp-alg "$arch" "firewall4 kmod-nft-nat kmod-nf-conntrack-netlink" \
+build pptp-alg "$arch" "firewall4 kmod-nft-nat kmod-nft-netdev kmod-nf-conntrack-netlink" \
 	"PPTP passthrough for many LAN clients at once (PPTP ALG in user space)" stage_main
 build luci-app-pptp-alg all "luci-base pptp-alg" \
 	"LuCI support for pptp-alg: Network > VPN Passthrough" stage_luci

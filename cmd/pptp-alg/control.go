@@ -94,6 +94,7 @@ func (d *daemon) maintain(ctx context.Context) error {
 		}
 		lastTick = time.Now()
 		snat = d.followWAN(snat)
+		d.checkFastPath()
 		if time.Since(lastExpire) >= expireEvery(d.cfg.idleTimeout) {
 			lastExpire = time.Now()
 			d.expire(in, out)
@@ -128,6 +129,35 @@ func (d *daemon) restoreTable() {
 		d.log.Error("reinstall call mappings", "err", err)
 	}
 	d.log.Warn("nftables table restored", "calls", len(d.table.Calls()), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// checkFastPath rebuilds the fast path when what it was built for changed
+// (an interface, MTU, route, the WAN address) and adds every call to it
+// again. Meanwhile the calls' GRE takes the ip table.
+func (d *daemon) checkFastPath() {
+	start := time.Now()
+	rebuilt, err := d.plane.CheckFastPath()
+	if err != nil {
+		d.log.Warn("GRE fast path off; GRE goes through the ip table", "err", err)
+		return
+	}
+	if !rebuilt {
+		return
+	}
+	if err := d.table.Reinstall(); err != nil {
+		d.log.Error("add calls to the rebuilt fast path", "err", err)
+		return
+	}
+	d.log.Info("GRE fast path rebuilt", "calls", len(d.table.Calls()), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// logFastPath says once, at enable, whether GRE takes the fast path.
+func (d *daemon) logFastPath() {
+	if on, why := d.plane.FastPath(); on {
+		d.log.Info("GRE fast path on", "ingress", d.plane.FastPathDevices())
+	} else {
+		d.log.Warn("GRE fast path off; GRE goes through the ip table", "why", why)
+	}
 }
 
 // followWAN tracks the WAN address: new control connections are dialled

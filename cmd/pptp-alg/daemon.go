@@ -32,6 +32,16 @@ nftables table the daemon owns (family ip, "pptp_alg" unless --table).
 The firewall must accept that GRE, which conntrack leaves untracked, in its
 forward chain: 'pptp-alg doctor' checks it.
 
+Fast path: the GRE of known calls is forwarded from the ingress hook of the
+WAN and LAN interfaces (a second table of the same name, family netdev,
+using nft's fwd), skipping routing, the firewall's chains and conntrack;
+it is faster than the kernel's own helper. Fragments, packets whose TTL
+would expire or that exceed the outgoing MTU, and calls routed elsewhere
+go through the ip table as before, as does all GRE if the fast path cannot
+be installed (the log and 'pptp-alg status' say why; OpenWrt needs
+kmod-nft-netdev). It is rebuilt within a second when an interface, MTU,
+route or the WAN address changes.
+
 'pptp-alg disable' removes the table and releases every call without
 stopping the daemon; 'pptp-alg enable' installs it again. On SIGTERM or
 SIGINT the daemon removes everything it installed and exits 0.
@@ -68,6 +78,7 @@ type daemonConfig struct {
 	controlIdle time.Duration
 	limits      alg.Limits
 	table       string
+	fastPath    bool
 	verbose     bool
 }
 
@@ -85,7 +96,8 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.IntVar(&cfg.limits.ConnsPerClient, "max-conns-per-client", cfg.limits.ConnsPerClient, "control connections per LAN host")
 	fs.IntVar(&cfg.limits.CallsPerClient, "max-calls-per-client", cfg.limits.CallsPerClient, "calls per LAN host")
 	fs.IntVar(&cfg.limits.Calls, "max-calls", cfg.limits.Calls, "calls in all")
-	fs.StringVar(&cfg.table, "table", "pptp_alg", "`name` of the nftables table (family ip) the daemon owns")
+	fs.StringVar(&cfg.table, "table", "pptp_alg", "`name` of the nftables tables (families ip and netdev) the daemon owns")
+	fs.BoolVar(&cfg.fastPath, "fast-path", true, "forward known calls' GRE from the interfaces' ingress hooks (--fast-path=false: through the ip table only)")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
@@ -207,7 +219,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	}
 	plane, err := nat.Open(nat.Config{
 		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
-		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort),
+		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort), FastPath: d.cfg.fastPath,
 	})
 	if err != nil {
 		ln.Close()
@@ -215,6 +227,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	}
 	d.wanAddr.Store(&wanAddr)
 	d.plane = plane
+	d.logFastPath()
 	d.table = alg.NewTable(plane, d.cfg.limits, d.log)
 	d.relay = &alg.Relay{
 		Table:       d.table,

@@ -110,6 +110,7 @@ func TestParseRunFlags(t *testing.T) {
 	def := daemonConfig{
 		lan: []string{"br-lan"}, wan: "wan", socket: defaultSocket, relayPort: 1724,
 		idleTimeout: 5 * time.Minute, controlIdle: alg.DefaultIdleTimeout, limits: alg.DefaultLimits, table: "pptp_alg",
+		fastPath: true,
 	}
 	for _, tc := range []struct {
 		name string
@@ -122,11 +123,11 @@ func TestParseRunFlags(t *testing.T) {
 			func(c *daemonConfig) { c.lan = []string{"br-lan", "br-guest"} }},
 		{"everything", []string{"--lan=br-lan", "--wan=pppoe-wan", "--socket=/tmp/s", "--relay-port=2000",
 			"--idle-timeout=10m", "--control-idle-timeout=1m", "--max-conns-per-client=2", "--max-calls-per-client=3",
-			"--max-calls=4", "--table=t", "--verbose"},
+			"--max-calls=4", "--table=t", "--fast-path=false", "--verbose"},
 			func(c *daemonConfig) {
 				c.wan, c.socket, c.relayPort, c.idleTimeout, c.controlIdle = "pppoe-wan", "/tmp/s", 2000, 10*time.Minute, time.Minute
 				c.limits = alg.Limits{ConnsPerClient: 2, CallsPerClient: 3, Calls: 4}
-				c.table, c.verbose = "t", true
+				c.table, c.fastPath, c.verbose = "t", false, true
 			}},
 	} {
 		want := def

@@ -19,9 +19,13 @@ type Status struct {
 	LAN     []string `json:"lan"`
 	WAN     string   `json:"wan"`
 	// WANAddr is the address calls leave from; "" while disabled.
-	WANAddr            string   `json:"wan_addr"`
-	RelayPort          int      `json:"relay_port"`
-	Table              string   `json:"table"` // nftables table, family ip
+	WANAddr   string `json:"wan_addr"`
+	RelayPort int    `json:"relay_port"`
+	Table     string `json:"table"` // nftables table, family ip
+	// FastPath says whether known calls' GRE is forwarded from ingress
+	// (the netdev table of the same name); FastPathOff says why not.
+	FastPath           bool     `json:"fast_path"`
+	FastPathOff        string   `json:"fast_path_off,omitempty"`
 	ControlConnections int      `json:"control_connections"`
 	Calls              int      `json:"calls"`
 	KernelFeatures     []string `json:"kernel_features"`
@@ -55,6 +59,11 @@ func (d *daemon) status() Status {
 		st.WANAddr = d.wanAddr.Load().String()
 		st.ControlConnections = d.table.Sessions()
 		st.Calls = len(d.table.Calls())
+		on, why := d.plane.FastPath()
+		st.FastPath = on
+		if !on && why != nil {
+			st.FastPathOff = why.Error()
+		}
 	}
 	d.mu.Unlock()
 	rs, err := nat.InspectRuleset()
@@ -96,12 +105,14 @@ var statusHelp = help{
 Ask the running daemon how it stands: whether it is enabled (translating
 PPTP) or disabled, its LAN and WAN interfaces, the WAN address its calls
 leave from, its relay port and nftables table, how many control
-connections and calls it carries, the kernel features it found at
+connections and calls it carries, whether GRE takes the fast path (the
+interfaces' ingress hooks) and why not, the kernel features it found at
 start-up, and whether a rule assigns the kernel's own PPTP helper, which
 conflicts with it ('pptp-alg doctor' gives the fix).
 
 --json prints one object with the fields version, enabled, lan, wan,
-wan_addr, relay_port, table, control_connections, calls, kernel_features
+wan_addr, relay_port, table, fast_path (and fast_path_off, why not),
+control_connections, calls, kernel_features
 and kernel_pptp_helper (a list of {where, sees_relayed_connections, fix}),
 and ruleset_error when the ruleset could not be read.`,
 	exit: `
@@ -155,6 +166,13 @@ func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "WAN:          %s\n", wan)
 	fmt.Fprintf(w, "relay:        tcp port %d, nftables table ip %s\n", st.RelayPort, st.Table)
 	fmt.Fprintf(w, "carrying:     %s, %s\n", plural(st.ControlConnections, "control connection"), plural(st.Calls, "call"))
+	if st.Enabled {
+		fast := fmt.Sprintf("on (ingress of %s, nftables table netdev %s)", strings.Join(append([]string{st.WAN}, st.LAN...), ", "), st.Table)
+		if !st.FastPath {
+			fast = "off, GRE goes through the ip table: " + st.FastPathOff
+		}
+		fmt.Fprintf(w, "fast path:    %s\n", fast)
+	}
 	fmt.Fprintf(w, "kernel:       %s\n", kernel)
 	switch {
 	case st.RulesetError != "":

@@ -13,7 +13,7 @@ import (
 func enabledStatus() Status {
 	return Status{
 		Version: "1.2.3", Enabled: true, LAN: []string{"br-lan", "br-guest"}, WAN: "wan", WANAddr: "203.0.113.1",
-		RelayPort: 1724, Table: "pptp_alg", ControlConnections: 1, Calls: 2,
+		RelayPort: 1724, Table: "pptp_alg", ControlConnections: 1, Calls: 2, FastPath: true,
 		KernelFeatures: []string{"nftables", "ctnetlink"}, KernelPPTPHelper: []HelperUse{},
 	}
 }
@@ -29,6 +29,7 @@ LAN:          br-lan, br-guest
 WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
 carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
 kernel:       nftables, ctnetlink
 PPTP helper:  not assigned
 `},
@@ -42,6 +43,17 @@ carrying:     0 control connections, 0 calls
 kernel:       nftables, ctnetlink
 PPTP helper:  not assigned
 `},
+		{"fast path off", func(st *Status) {
+			st.FastPath, st.FastPathOff = false, "WAN wan: interface not found"
+		}, `pptp-alg 1.2.3: enabled
+LAN:          br-lan, br-guest
+WAN:          wan, address 203.0.113.1
+relay:        tcp port 1724, nftables table ip pptp_alg
+carrying:     1 control connection, 2 calls
+fast path:    off, GRE goes through the ip table: WAN wan: interface not found
+kernel:       nftables, ctnetlink
+PPTP helper:  not assigned
+`},
 		{"helper after and before the redirect", func(st *Status) {
 			st.KernelPPTPHelper = []HelperUse{
 				{Where: "inet fw4 chain helper_lan (prerouting priority 0)"},
@@ -52,6 +64,7 @@ LAN:          br-lan, br-guest
 WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
 carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
 kernel:       nftables, ctnetlink
 PPTP helper:  assigned in inet fw4 chain helper_lan (prerouting priority 0); after pptp-alg's redirect ('pptp-alg doctor' gives the fix)
 PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
@@ -63,6 +76,7 @@ LAN:          br-lan, br-guest
 WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
 carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
 kernel:       none found
 PPTP helper:  unknown, cannot read the ruleset: nat: list tables: operation not permitted
 `},
@@ -81,6 +95,7 @@ PPTP helper:  unknown, cannot read the ruleset: nat: list tables: operation not 
 func TestStatusJSON(t *testing.T) {
 	st := enabledStatus()
 	st.KernelPPTPHelper = []HelperUse{{Where: "w", Fix: "f"}}
+	st.FastPathOff = "why"
 	b, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +112,7 @@ func TestStatusJSON(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := []string{"calls", "control_connections", "enabled", "kernel_features", "kernel_pptp_helper", "lan",
+	want := []string{"calls", "control_connections", "enabled", "fast_path", "fast_path_off", "kernel_features", "kernel_pptp_helper", "lan",
 		"relay_port", "table", "version", "wan", "wan_addr"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("fields (-want +got):\n%s", diff)

@@ -1203,8 +1203,10 @@ func TestChurn(t *testing.T) {
 	after := r.waitStats(t, before)
 	t.Logf("%d set-up/clear cycles on %d connections in %v (%.0f/s)", n, len(hosts)*2*conns, took.Round(time.Millisecond), float64(n)/took.Seconds())
 	t.Logf("daemon before: %v; after: %v", before, after)
-	if in, out, _ := r.elements(t); in != 0 || out != 0 {
-		t.Errorf("%d inbound and %d outbound elements left in the kernel", in, out)
+	for _, family := range []string{"ip", "netdev"} {
+		if in, out, _ := r.elements(t, family); in != 0 || out != 0 {
+			t.Errorf("%d inbound and %d outbound elements left in the kernel's %s table", in, out, family)
+		}
 	}
 	// The live heap comes back; RSS keeps what the runtime has not yet
 	// returned to the kernel, so it only has a loose bound.
@@ -1216,11 +1218,12 @@ func TestChurn(t *testing.T) {
 	}
 }
 
-// elements returns the number of elements in the daemon's gre_in map and
-// gre_out set, and whether its table exists at all.
-func (r *router) elements(t testing.TB) (in, out int, ok bool) {
+// elements returns the number of elements in gre_in and gre_out of the
+// daemon's table of family ("ip", or "netdev" for the fast path), and
+// whether that table exists at all.
+func (r *router) elements(t testing.TB, family string) (in, out int, ok bool) {
 	t.Helper()
-	raw, err := r.Run(context.Background(), r.Router, "nft", "-j", "list", "table", "ip", "pptp_alg")
+	raw, err := r.Run(context.Background(), r.Router, "nft", "-j", "list", "table", family, "pptp_alg")
 	if err != nil {
 		return 0, 0, false
 	}
@@ -1228,7 +1231,7 @@ func (r *router) elements(t testing.TB) (in, out int, ok bool) {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
 	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
-		t.Fatalf("nft -j: %v", err)
+		t.Fatalf("nft -j: %v in:\n%s", err, raw)
 	}
 	for _, obj := range doc.Nftables {
 		for _, kind := range []string{"set", "map"} {
@@ -1250,12 +1253,26 @@ func (r *router) elements(t testing.TB) (in, out int, ok bool) {
 	return in, out, true
 }
 
-// skeleton is the daemon's table without its elements: what must be the
-// same after any restore.
+// skeleton is the daemon's tables, ip and netdev, without their elements:
+// what must be the same after any restore.
 func (r *router) skeleton(t testing.TB) string {
 	t.Helper()
-	out := r.nft(t, "list", "table", "ip", "pptp_alg")
+	out := r.nft(t, "list", "table", "ip", "pptp_alg") + r.nft(t, "list", "table", "netdev", "pptp_alg")
 	return regexp.MustCompile(`(?s)\s*elements = \{.*?\}\n`).ReplaceAllString(out, "\n")
+}
+
+// checkTables checks that the daemon has exactly its two tables.
+func (r *router) checkTables(t testing.TB) {
+	t.Helper()
+	tables := r.nft(t, "list", "tables")
+	for _, want := range []string{"table ip pptp_alg\n", "table netdev pptp_alg\n"} {
+		if n := strings.Count(tables, want); n != 1 {
+			t.Errorf("%d of %q in:\n%s", n, want, tables)
+		}
+	}
+	if n := strings.Count(tables, "pptp_alg"); n != 2 {
+		t.Errorf("%d pptp_alg tables in:\n%s", n, tables)
+	}
 }
 
 // TestFaultFlush: the ruleset flushed, or reloaded by a firewall that
@@ -1285,6 +1302,7 @@ func TestFaultFlush(t *testing.T) {
 			r.nft(t, "flush", "map", "ip", "pptp_alg", "gre_in")
 			r.nft(t, "flush", "set", "ip", "pptp_alg", "gre_out")
 		}, false},
+		{"the fast path's table deleted", func(t *testing.T) { r.nft(t, "delete", "table", "netdev", "pptp_alg") }, false},
 	}
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
@@ -1298,12 +1316,14 @@ func TestFaultFlush(t *testing.T) {
 			start := time.Now()
 			f.do(t)
 			for {
-				in, out, ok := r.elements(t)
-				if ok && in == 1 && out == 1 {
+				in, out, ok := r.elements(t, "ip")
+				fin, fout, fok := r.elements(t, "netdev")
+				if ok && in == 1 && out == 1 && fok && fin == 1 && fout == 1 {
 					break
 				}
 				if time.Since(start) > 15*time.Second {
-					t.Fatalf("15 s after the fault: table %v, %d inbound and %d outbound elements; log:\n%s", ok, in, out, r.daemon.Output())
+					t.Fatalf("15 s after the fault: table ip %v, %d inbound and %d outbound elements; table netdev %v, %d and %d; log:\n%s",
+						ok, in, out, fok, fin, fout, r.daemon.Output())
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -1314,9 +1334,7 @@ func TestFaultFlush(t *testing.T) {
 			if got := r.skeleton(t); got != skeleton {
 				t.Errorf("restored table differs:\n%s\nwant:\n%s", got, skeleton)
 			}
-			if n := strings.Count(r.nft(t, "list", "tables"), "pptp_alg"); n != 1 {
-				t.Errorf("%d pptp_alg tables", n)
-			}
+			r.checkTables(t)
 			by.check(t, "after")
 			lines, err := r.sim(t, r.Hosts[1], "--calls", "2", "--then", "clear")
 			if err != nil {
@@ -1355,8 +1373,10 @@ func TestFaultKillRestart(t *testing.T) {
 	})
 
 	hs := r.holdSim(t, r.Hosts[0], "--pings", "5")
-	if in, out, _ := r.elements(t); in != 1 || out != 1 {
-		t.Fatalf("%d/%d elements with one call up", in, out)
+	for _, family := range []string{"ip", "netdev"} {
+		if in, out, _ := r.elements(t, family); in != 1 || out != 1 {
+			t.Fatalf("%d/%d elements in the %s table with one call up", in, out, family)
+		}
 	}
 	old := r.daemon
 	if err := unix.Kill(r.daemonPID(t), unix.SIGKILL); err != nil {
@@ -1370,8 +1390,10 @@ func TestFaultKillRestart(t *testing.T) {
 	if _, err := os.Stat(r.socket); err != nil {
 		t.Fatalf("a killed daemon leaves its socket: %v", err)
 	}
-	if in, _, ok := r.elements(t); !ok || in != 1 {
-		t.Fatalf("after SIGKILL: table %v with %d elements; want the stale table", ok, in)
+	for _, family := range []string{"ip", "netdev"} {
+		if in, _, ok := r.elements(t, family); !ok || in != 1 {
+			t.Fatalf("after SIGKILL: %s table %v with %d elements; want the stale table", family, ok, in)
+		}
 	}
 
 	start := time.Now()
@@ -1390,12 +1412,12 @@ func TestFaultKillRestart(t *testing.T) {
 	if got := r.skeleton(t); got != skeleton {
 		t.Errorf("table after restart:\n%s\nwant:\n%s", got, skeleton)
 	}
-	if in, out, _ := r.elements(t); in != 0 || out != 0 {
-		t.Errorf("%d/%d stale elements after restart", in, out)
+	for _, family := range []string{"ip", "netdev"} {
+		if in, out, _ := r.elements(t, family); in != 0 || out != 0 {
+			t.Errorf("%d/%d stale elements in the %s table after restart", in, out, family)
+		}
 	}
-	if n := strings.Count(r.nft(t, "list", "tables"), "pptp_alg"); n != 1 {
-		t.Errorf("%d pptp_alg tables", n)
-	}
+	r.checkTables(t)
 	if ms := r.mappings(t); len(ms) != 0 {
 		t.Errorf("mappings of the dead run: %+v", ms)
 	}

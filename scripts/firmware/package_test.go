@@ -268,7 +268,7 @@ func checkPackages(t *testing.T, format string) {
 		postinst, rm []string               // what the scripts must say
 	}{{
 		p: main, name: "pptp-alg", arch: wantArch,
-		depends:   []string{"firewall4", "kmod-nf-conntrack-netlink", "kmod-nft-nat"},
+		depends:   []string{"firewall4", "kmod-nf-conntrack-netlink", "kmod-nft-nat", "kmod-nft-netdev"},
 		conffiles: []string{"/etc/config/pptp-alg"},
 		files: map[string]fs.FileMode{
 			"/usr/sbin/pptp-alg":                                      0o755,

@@ -164,6 +164,10 @@ return view.extend({
 		o.datatype = 'min(1)';
 		o.placeholder = '300';
 
+		o = s.option(form.Flag, 'fast_path', _('GRE fast path'),
+			_('Forward the GRE of known calls straight from the interfaces, past routing and the firewall\'s chains. Off: through the firewall, as other traffic.'));
+		o.default = '1';
+
 		const self = this;
 		return m.render().then(function(mapEl) {
 			return E([], [

@@ -1,0 +1,416 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// The fast path is a second table, of family netdev and the same name, with
+// an ingress chain on the WAN and on each LAN. It takes the GRE of calls it
+// has elements for, rewrites it as the ip table would, and sends it straight
+// out of the other side with nft's fwd: no routing lookup, no IP-family
+// hooks (fw4's chains, conntrack), no notrack. That is what makes pptp-alg
+// forward GRE faster than the kernel helper.
+//
+// It is only an accelerator. It leaves to the ip table whatever it is not
+// sure of: fragments, a TTL that would expire, a packet larger than the out
+// interface's MTU, calls whose route leaves by another interface, and all
+// GRE while it is being rebuilt or if it cannot be installed. The ip table
+// keeps every call's elements either way.
+//
+// What it learnt at install (interface indexes and MTUs, the routes) goes
+// stale when they change; CheckFastPath notices and rebuilds it.
+
+// Names inside the netdev table.
+const (
+	chainWANIngress = "wan_ingress"
+	chainLANIngress = "lan_ingress_" // + the interface name
+)
+
+// Registers of the fast path's rules, after the four that gre_in's value
+// fills.
+const (
+	reg11 = unix.NFT_REG32_03
+	reg12 = unix.NFT_REG32_04
+)
+
+// IPv4 header fields the fast path tests.
+const (
+	ipFragMask = 0x3fff // more-fragments flag and fragment offset
+)
+
+// mapLANOIF maps a LAN client to the interface it is reached by.
+const mapLANOIF = "lan_oif"
+
+// idLANOIF names lan_oif within its batch.
+const idLANOIF = 5
+
+// fastObjects are the netdev table's sets and chains.
+type fastObjects struct {
+	table                 *nftables.Table
+	greIn, greOut, lanOIF *nftables.Set
+	wanIn                 *nftables.Chain
+	lanIn                 []*nftables.Chain
+}
+
+func newFastObjects(cfg Config) fastObjects {
+	t := &nftables.Table{Family: nftables.TableFamilyNetdev, Name: cfg.Table}
+	o := fastObjects{
+		table: t,
+		// map gre_in { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }, as in the ip table
+		greIn: &nftables.Set{Table: t, ID: idGREIn, Name: mapGREIn, IsMap: true, KeyType: typeServerCall, DataType: typeServerCall, Counter: true},
+		// map lan_oif { type ipv4_addr : iface_index; }
+		lanOIF: &nftables.Set{Table: t, ID: idLANOIF, Name: mapLANOIF, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIFIndex},
+		// map gre_out { type ipv4_addr . ipv4_addr . inet_service : ipv4_addr; counter; }
+		greOut: &nftables.Set{Table: t, ID: idGREOut, Name: setGREOut, IsMap: true, KeyType: typeOutCall, DataType: nftables.TypeIPAddr, Counter: true},
+		// chain wan_ingress { type filter hook ingress device WAN priority filter; policy accept; }
+		wanIn: ingressChain(t, chainWANIngress, cfg.WAN),
+	}
+	for _, n := range cfg.LAN {
+		o.lanIn = append(o.lanIn, ingressChain(t, chainLANIngress+n, n))
+	}
+	return o
+}
+
+func ingressChain(t *nftables.Table, name, dev string) *nftables.Chain {
+	return &nftables.Chain{
+		Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+		Priority: nftables.ChainPriorityFilter, Policy: policyAccept, Device: dev,
+	}
+}
+
+// fastLinks is what the fast path was built for; when any of it changes,
+// it is built again.
+type fastLinks struct {
+	wan     link
+	lan     []link
+	wanAddr netip.Addr
+	routes  uint64 // routesDigest
+}
+
+func (a fastLinks) equal(b fastLinks) bool {
+	return a.wan == b.wan && slices.Equal(a.lan, b.lan) && a.wanAddr == b.wanAddr && a.routes == b.routes
+}
+
+// fastState is the Plane's view of its fast path.
+type fastState struct {
+	obj    fastObjects
+	on     bool      // installed and in use
+	err    error     // why not, if not
+	links  fastLinks // what it was (or failed to be) built for
+	dirty  bool      // an element batch failed: rebuild at the next check
+	refill bool      // built since the caller last added its calls
+	routes map[netip.Addr]route
+}
+
+// readLinks reads what the fast path depends on, now. It needs no lock:
+// the interface names never change.
+func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
+	var l fastLinks
+	var err error
+	if l.wan, err = lookupLink(p.dump.netns, p.cfg.WAN); err != nil {
+		return l, fmt.Errorf("WAN %s: %w", p.cfg.WAN, err)
+	}
+	for _, n := range p.cfg.LAN {
+		ln, err := lookupLink(p.dump.netns, n)
+		if err != nil {
+			return l, fmt.Errorf("LAN %s: %w", n, err)
+		}
+		l.lan = append(l.lan, ln)
+	}
+	l.wanAddr = wanAddr
+	if l.routes, err = routesDigest(p.dump.netns); err != nil {
+		return l, fmt.Errorf("routes: %w", err)
+	}
+	return l, nil
+}
+
+// installFast replaces the netdev table with an empty fast path built for
+// what readLinks sees now. On failure the fast path is off, and the table is
+// left as it was (the batch is one transaction) or, if even reading the
+// links failed, deleted. p.mu is held.
+func (p *Plane) installFast() error {
+	f := &p.fast
+	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
+	links, err := p.readLinks(p.cfg.WANAddr)
+	f.links = links
+	if err == nil {
+		err = p.sendFast(links)
+	}
+	if err != nil {
+		// Without links the old table may forward by stale ones.
+		_ = p.deleteFast()
+		f.err = err
+		return err
+	}
+	f.on, f.err = true, nil
+	return nil
+}
+
+// sendFast installs the fast path for links in one transaction.
+func (p *Plane) sendFast(links fastLinks) error {
+	o := p.fast.obj
+	msgs, err := recordBatch(func(c *nftables.Conn) error {
+		c.AddTable(o.table) // add table netdev pptp_alg
+		c.DelTable(o.table) // delete table netdev pptp_alg
+		c.AddTable(o.table)
+		if err := c.AddSet(o.greIn, nil); err != nil {
+			return err
+		}
+		if err := c.AddSet(o.greOut, nil); err != nil {
+			return err
+		}
+		if err := c.AddSet(o.lanOIF, nil); err != nil {
+			return err
+		}
+		c.AddChain(o.wanIn)
+		for _, ch := range o.lanIn {
+			c.AddChain(ch)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	lanMTU := links.lan[0].MTU
+	for _, l := range links.lan {
+		lanMTU = min(lanMTU, l.MTU)
+	}
+	r, err := ruleMsg(o.wanIn, o.inboundExprs(lanMTU), fwdNeigh{addr: reg10, dev: reg11})
+	if err != nil {
+		return err
+	}
+	msgs = append(msgs, r)
+	// Without a WAN address the ip table drops outbound PPTP GRE; so does
+	// the fast path, by leaving it to the ip table.
+	if links.wanAddr.IsValid() {
+		for _, ch := range o.lanIn {
+			r, err := ruleMsg(ch, o.outboundExprs(links.wanAddr, links.wan), fwdNeigh{addr: reg11, dev: reg12})
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, r)
+		}
+	}
+	return sendBatch(p.dump.netns, msgs)
+}
+
+// deleteFast deletes the netdev table; one that is gone is not an error.
+func (p *Plane) deleteFast() error {
+	msgs, err := recordBatch(func(c *nftables.Conn) error {
+		c.DelTable(p.fast.obj.table)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := sendBatch(p.dump.netns, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// matchFastGRE matches what the fast path may take: an IPv4 packet of
+// PPTP's GRE, not a fragment, whose TTL survives the hop, and that fits the
+// out interface's MTU.
+//
+//	meta protocol ip ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b
+//	ip frag-off & 0x3fff == 0 ip ttl > 1 ip length <= MTU
+func matchFastGRE(mtu int) []expr.Any {
+	return concat(
+		[]expr.Any{
+			// [ meta load protocol => reg 1 ]   netdev sees every ethertype
+			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: unix.NFT_REG_1},
+			// [ cmp eq reg 1 0x0800 ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(unix.ETH_P_IP)},
+		},
+		matchPPTPGRE(),
+		[]expr.Any{
+			// [ payload load 2b @ network header + 6 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+			// [ bitwise reg 1 = ( reg 1 & 0x3fff ) ^ 0 ]
+			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 2, Mask: be16(ipFragMask), Xor: be16(0)},
+			// [ cmp eq reg 1 0 ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(0)},
+			// [ payload load 1b @ network header + 8 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 1},
+			// [ cmp gt reg 1 1 ]
+			&expr.Cmp{Op: expr.CmpOpGt, Register: unix.NFT_REG_1, Data: []byte{1}},
+			// [ payload load 2b @ network header + 2 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 2, Len: 2},
+			// [ cmp lte reg 1 MTU ]
+			&expr.Cmp{Op: expr.CmpOpLte, Register: unix.NFT_REG_1, Data: be16(uint16(min(mtu, 0xffff)))},
+		},
+	)
+}
+
+// inboundExprs: GRE from a server, for a call with an element, to its
+// client. Every register the rule reads is loaded whole by one expression,
+// so that nft can print the rule back.
+//
+//	<fast gre, LAN MTU> ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in
+//	fwd ip to ip daddr device ip daddr map @lan_oif
+func (o fastObjects) inboundExprs(lanMTU int) []expr.Any {
+	return concat(
+		matchFastGRE(lanMTU),
+		[]expr.Any{
+			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			// [ payload load 2b @ transport header + 6 => reg 9 ]  NAT call ID
+			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ lookup reg 8 set gre_in dreg 8 ]   reg 8 = client, reg 9 = client call ID
+			&expr.Lookup{SourceRegister: reg8, DestRegister: reg8, IsDestRegSet: true, SetName: o.greIn.Name},
+			// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4,
+				CsumType: expr.CsumTypeInet, CsumOffset: 10},
+			// [ payload write reg 9 => 2b @ transport header + 6 ]
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ payload load 4b @ network header + 16 => reg 10 ]  ip daddr, the client: the neighbour
+			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			// [ lookup reg 10 set lan_oif dreg 11 ]
+			&expr.Lookup{SourceRegister: reg10, DestRegister: reg11, IsDestRegSet: true, SetName: o.lanOIF.Name},
+		},
+	)
+}
+
+// outboundExprs: GRE from a LAN host, for a call of its own, to the server.
+//
+//	<fast gre, WAN MTU> ip saddr . ip daddr . @th,48,16 map @gre_out => <neighbour>
+//	ip saddr set WANADDR fwd ip to <neighbour> device WAN
+func (o fastObjects) outboundExprs(wanAddr netip.Addr, wan link) []expr.Any {
+	a := wanAddr.As4()
+	return concat(
+		matchFastGRE(wan.MTU),
+		[]expr.Any{
+			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			// [ payload load 4b @ network header + 16 => reg 9 ]   ip daddr
+			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			// [ payload load 2b @ transport header + 6 => reg 10 ] server call ID
+			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ lookup reg 8 set gre_out dreg 11 ]   neighbour
+			&expr.Lookup{SourceRegister: reg8, DestRegister: reg11, IsDestRegSet: true, SetName: o.greOut.Name},
+			// [ immediate reg 8 WANADDR ]
+			&expr.Immediate{Register: reg8, Data: a[:]},
+			// [ payload write reg 8 => 4b @ network header + 12 csum_type 1 csum_off 10 ]
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4,
+				CsumType: expr.CsumTypeInet, CsumOffset: 10},
+			// [ immediate reg 12 WANINDEX ]
+			&expr.Immediate{Register: reg12, Data: binary.NativeEndian.AppendUint32(nil, uint32(wan.Index))},
+		},
+	)
+}
+
+// routeTo returns the route to dst, asking the kernel once per address
+// until the fast path is next built. p.mu is held.
+func (p *Plane) routeTo(dst netip.Addr) (route, error) {
+	if r, ok := p.fast.routes[dst]; ok {
+		return r, nil
+	}
+	r, err := lookupRoute(p.dump.netns, dst)
+	if err != nil {
+		return r, err
+	}
+	p.fast.routes[dst] = r
+	return r, nil
+}
+
+// fastInElements are the fast path's gre_in element for a call and the
+// lan_oif element of its client, or nil if the fast path is off or the
+// client is not on a LAN's own network (the fast path sends to the client
+// itself, not through a gateway). p.mu is held.
+func (p *Plane) fastInElements(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) (in, oif *nftables.SetElement) {
+	if !p.fast.on {
+		return nil, nil
+	}
+	r, err := p.routeTo(client)
+	if err != nil || r.Via != client || !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == r.OIF }) {
+		return nil, nil
+	}
+	c := client.As4()
+	return &nftables.SetElement{Key: inKey(server, natID), Val: inValue(client, clientID)},
+		&nftables.SetElement{Key: c[:], Val: binary.NativeEndian.AppendUint32(nil, uint32(r.OIF))} // iface_index is host order
+}
+
+// fastOutElement is the fast path's gre_out element for a call, or nil if
+// the fast path is off or the server is not reached through the WAN.
+// p.mu is held.
+func (p *Plane) fastOutElement(client, server netip.Addr, serverID uint16) *nftables.SetElement {
+	if !p.fast.on || !p.fast.links.wanAddr.IsValid() {
+		return nil
+	}
+	r, err := p.routeTo(server)
+	if err != nil || r.OIF != p.fast.links.wan.Index {
+		return nil
+	}
+	via := r.Via.As4()
+	return &nftables.SetElement{Key: outKey(client, server, serverID), Val: via[:]}
+}
+
+// CheckFastPath rebuilds the fast path, empty, if what it was built for has
+// changed (interfaces, MTUs, routes, the WAN address), if an element batch
+// failed, or if the table is gone; it reports whether it did, so that the
+// caller adds its calls again (AddInbound and AddOutbound fill both tables;
+// the ip table's elements already there are left as they are). A fast path
+// that could not be installed is tried again only when something changes.
+// Without Config.FastPath it does nothing.
+func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
+	if !p.cfg.FastPath {
+		return false, nil
+	}
+	p.mu.Lock()
+	if p.fast.refill {
+		p.fast.refill = false
+		p.mu.Unlock()
+		return true, nil
+	}
+	wanAddr := p.cfg.WANAddr
+	p.mu.Unlock()
+	// Read without the lock: calls are set up meanwhile.
+	links, err := p.readLinks(wanAddr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil && !p.fast.on && p.fast.err != nil && p.fast.err.Error() == err.Error() {
+		return false, nil // failed the same way already
+	}
+	if err == nil && links.equal(p.fast.links) && !p.fast.dirty {
+		if !p.fast.on {
+			return false, nil // failed for these links already
+		}
+		_, lerr := p.conn.ListTableOfFamily(p.cfg.Table, nftables.TableFamilyNetdev)
+		if lerr = p.settle(lerr); lerr == nil {
+			return false, nil
+		} else if !errors.Is(lerr, unix.ENOENT) {
+			return false, fmt.Errorf("nat: list table netdev %s: %w", p.cfg.Table, lerr)
+		}
+	}
+	err = p.installFast()
+	p.fast.refill = false
+	if err != nil {
+		return false, fmt.Errorf("nat: fast path: %w", err)
+	}
+	return true, nil
+}
+
+// FastPath reports whether the fast path is in use and, if not, why.
+func (p *Plane) FastPath() (on bool, why error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.cfg.FastPath {
+		return false, errors.New("turned off")
+	}
+	return p.fast.on, p.fast.err
+}
+
+// FastPathDevices names the interfaces whose ingress the fast path hooks.
+func (p *Plane) FastPathDevices() string {
+	return strings.Join(append([]string{p.cfg.WAN}, p.cfg.LAN...), ", ")
+}
