@@ -1,8 +1,11 @@
-// Package nat owns pptp-alg's kernel data plane: one nftables table of its
-// own (family ip, "pptp_alg" by default), its maps and chains, the adding and
-// removing of call mappings, and their counters. It is the only package that
-// talks nftables: through github.com/google/nftables, and for the counter
-// dumps directly through github.com/mdlayher/netlink.
+// Package nat owns pptp-alg's kernel data plane: its nftables tables (family
+// ip, "pptp_alg" by default, and the fast path's of family netdev and the
+// same name), their maps and chains, the adding and removing of call
+// mappings, and their counters. It is the only package that talks nftables:
+// through github.com/google/nftables, and directly through
+// github.com/mdlayher/netlink for the counter dumps and the fast path's
+// rules (google/nftables has no fwd). It also asks rtnetlink for the routes
+// and interfaces the fast path forwards by.
 //
 // The daemon relays PPTP control connections (RFC 2637 section 1.3, TCP port
 // 1723) itself: relay_prerouting redirects them from the LAN to a local relay
@@ -20,6 +23,11 @@
 // unknown key is dropped silently: an ICMP error makes the server abort the
 // call. gre_postrouting then rewrites the source of outbound GRE to the WAN
 // address.
+//
+// The fast path (fastpath.go) hooks the ingress of the WAN and each LAN and
+// forwards the GRE of calls it holds straight to the other side with nft's
+// fwd, past routing, conntrack and the firewall's chains. It leaves anything
+// unusual to the ip table above, which holds every call regardless.
 //
 // Why GRE is untracked: conntrack's GRE version 1 tuple takes its destination
 // key from the packet but its source key from a keymap that only the kernel's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,23 +36,21 @@ const (
 	chainLANIngress = "lan_ingress_" // + the interface name
 )
 
-// Registers of the fast path's rules, after the four that gre_in's value
-// fills.
+// Registers beyond ruleset.go's: what fwd reads.
 const (
 	reg11 = unix.NFT_REG32_03
 	reg12 = unix.NFT_REG32_04
 )
 
-// IPv4 header fields the fast path tests.
+// ipFragMask covers the IPv4 more-fragments flag and fragment offset.
+const ipFragMask = 0x3fff
+
+// lan_oif maps a LAN client to the interface it is reached by; idLANOIF
+// names it within its batch.
 const (
-	ipFragMask = 0x3fff // more-fragments flag and fragment offset
+	mapLANOIF = "lan_oif"
+	idLANOIF  = 5
 )
-
-// mapLANOIF maps a LAN client to the interface it is reached by.
-const mapLANOIF = "lan_oif"
-
-// idLANOIF names lan_oif within its batch.
-const idLANOIF = 5
 
 // fastObjects are the netdev table's sets and chains.
 type fastObjects struct {
@@ -134,19 +133,21 @@ func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 }
 
 // installFast replaces the netdev table with an empty fast path built for
-// what readLinks sees now. On failure the fast path is off, and the table is
-// left as it was (the batch is one transaction) or, if even reading the
-// links failed, deleted. p.mu is held.
+// what readLinks sees now. On failure the fast path is off and its table
+// deleted: one built for older links would forward by them. p.mu is held.
 func (p *Plane) installFast() error {
-	f := &p.fast
+	f, o := &p.fast, p.fast.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
 	links, err := p.readLinks(p.cfg.WANAddr)
 	f.links = links
+	var msgs []netlink.Message
 	if err == nil {
-		err = p.sendFast(links)
+		msgs, err = o.installBatch(links)
+	}
+	if err == nil {
+		err = sendBatch(p.dump.netns, msgs)
 	}
 	if err != nil {
-		// Without links the old table may forward by stale ones.
 		_ = p.deleteFast()
 		f.err = err
 		return err
@@ -155,9 +156,9 @@ func (p *Plane) installFast() error {
 	return nil
 }
 
-// sendFast installs the fast path for links in one transaction.
-func (p *Plane) sendFast(links fastLinks) error {
-	o := p.fast.obj
+// installBatch is the one transaction that installs the fast path for
+// links, replacing any table of the same name.
+func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 	msgs, err := recordBatch(func(c *nftables.Conn) error {
 		c.AddTable(o.table) // add table netdev pptp_alg
 		c.DelTable(o.table) // delete table netdev pptp_alg
@@ -178,7 +179,7 @@ func (p *Plane) sendFast(links fastLinks) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lanMTU := links.lan[0].MTU
 	for _, l := range links.lan {
@@ -186,7 +187,7 @@ func (p *Plane) sendFast(links fastLinks) error {
 	}
 	r, err := ruleMsg(o.wanIn, o.inboundExprs(lanMTU), fwdNeigh{addr: reg10, dev: reg11})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	msgs = append(msgs, r)
 	// Without a WAN address the ip table drops outbound PPTP GRE; so does
@@ -195,12 +196,12 @@ func (p *Plane) sendFast(links fastLinks) error {
 		for _, ch := range o.lanIn {
 			r, err := ruleMsg(ch, o.outboundExprs(links.wanAddr, links.wan), fwdNeigh{addr: reg11, dev: reg12})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			msgs = append(msgs, r)
 		}
 	}
-	return sendBatch(p.dump.netns, msgs)
+	return msgs, nil
 }
 
 // deleteFast deletes the netdev table; one that is gone is not an error.
