@@ -146,6 +146,12 @@ func run(ctx context.Context, hosts, frames int, w io.Writer) error {
 	if err := mappings(); err != nil {
 		return err
 	}
+	step(w, "the daemon's state (pptp-alg status)")
+	out, err := l.Run(ctx, l.Router, alg, "status", "--socket", sock)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, indent(out))
 	for _, c := range clients {
 		c.Close()
 	}
