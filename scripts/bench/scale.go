@@ -53,7 +53,10 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile, gre bool
 	}
 	r.rssIdle = append(r.rssIdle, st.RSS)
 	start := time.Now()
-	if err := parallel(ctx, len(conns), 64, func(i int) (err error) {
+	// Few dials at once: fw4 lets 25 SYNs a second into the router (burst
+	// 50), and with 64 at once a dial could lose its SYN often enough for
+	// its backoff to pass dialTimeout.
+	if err := parallel(ctx, len(conns), 16, func(i int) (err error) {
 		conns[i].p, err = s.dial(s.lab.Hosts[conns[i].host])
 		return err
 	}); err != nil {
