@@ -401,12 +401,15 @@ func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
 	return true, nil
 }
 
+// ErrFastPathOff is why FastPath is off without Config.FastPath.
+var ErrFastPathOff = errors.New("turned off")
+
 // FastPath reports whether the fast path is in use and, if not, why.
 func (p *Plane) FastPath() (on bool, why error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.cfg.FastPath {
-		return false, errors.New("turned off")
+		return false, ErrFastPathOff
 	}
 	return p.fast.on, p.fast.err
 }

@@ -41,7 +41,10 @@ router.
   forwarded GRE       every forward chain accepts the untracked GRE that
                       pptp-alg translates (on OpenWrt, pptp-alg's fw4
                       include does), or has policy accept
-  daemon              pptp-alg run answers on its socket and is enabled`,
+  daemon              pptp-alg run answers on its socket and is enabled
+  GRE fast path       the running daemon forwards known calls' GRE from
+                      the interfaces' ingress (nftables netdev and fwd;
+                      OpenWrt: kmod-nft-netdev), unless --fast-path=false`,
 	exit: `
 0  every check passed
 1  a check failed
@@ -181,8 +184,29 @@ func diagnose(ctx context.Context, sys system) []check {
 	default:
 		cs = append(cs, check{name: "daemon", ok: true, detail: fmt.Sprintf("running and enabled, LAN %s, WAN %s (%s), %s, %s",
 			strings.Join(st.LAN, ","), st.WAN, st.WANAddr, plural(st.ControlConnections, "control connection"), plural(st.Calls, "call"))})
+		cs = append(cs, fastPathCheck(st))
 	}
 	return cs
+}
+
+// fastPathTurnedOff is Status.FastPathOff when --fast-path=false.
+var fastPathTurnedOff = nat.ErrFastPathOff.Error()
+
+// fastPathCheck reports on the running daemon's GRE fast path. Off is a
+// failure only when the daemon wanted it: GRE still flows, more slowly.
+func fastPathCheck(st Status) check {
+	c := check{name: "GRE fast path"}
+	switch {
+	case st.FastPath:
+		c.ok, c.detail = true, "on, at the ingress of "+strings.Join(append([]string{st.WAN}, st.LAN...), ", ")
+	case st.FastPathOff == fastPathTurnedOff:
+		c.ok, c.detail = true, "turned off (--fast-path=false): GRE goes through the ip table and the firewall"
+	default:
+		c.detail = "off, GRE goes through the ip table and the firewall, more slowly: " + st.FastPathOff
+		c.fix = "the kernel needs nftables' netdev family and fwd (OpenWrt: kmod-nft-netdev; " +
+			"CONFIG_NETFILTER_INGRESS, CONFIG_NF_TABLES_NETDEV, CONFIG_NFT_FWD_NETDEV), then restart pptp-alg"
+	}
+	return c
 }
 
 // printChecks prints the report and reports whether every check passed.

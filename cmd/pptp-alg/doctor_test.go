@@ -51,10 +51,14 @@ func TestDiagnose(t *testing.T) {
 		"ok    kernel PPTP helper: no rule assigns it",
 		"ok    forwarded GRE: inet fw4 forward accepts untracked GRE",
 		"ok    daemon: running and enabled, LAN br-lan,br-guest, WAN wan (203.0.113.1), 1 control connection, 2 calls",
+		"ok    GRE fast path: on, at the ingress of wan, br-lan, br-guest",
 	}
 	with := func(i int, lines ...string) []string {
 		out := append([]string(nil), okLines[:i]...)
 		out = append(out, lines...)
+		if i == 6 {
+			return out // no daemon to ask about its fast path
+		}
 		return append(out, okLines[i+1:]...)
 	}
 	eperm := fmt.Errorf("nat: list tables: %w", unix.EPERM)
@@ -113,6 +117,21 @@ func TestDiagnose(t *testing.T) {
 		{"daemon disabled", func(s *system) {
 			s.daemon = func(context.Context) (Status, error) { return Status{RelayPort: 2000}, nil }
 		}, with(6, "FAIL  daemon: running but disabled: PPTP is not translated", "      fix: pptp-alg enable")},
+		{"fast path off", func(s *system) {
+			s.daemon = func(context.Context) (Status, error) {
+				st := enabledStatus()
+				st.FastPath, st.FastPathOff = false, "nat: fast path: operation not supported"
+				return st, nil
+			}
+		}, with(7, "FAIL  GRE fast path: off, GRE goes through the ip table and the firewall, more slowly: nat: fast path: operation not supported",
+			"      fix: the kernel needs nftables' netdev family and fwd (OpenWrt: kmod-nft-netdev; CONFIG_NETFILTER_INGRESS, CONFIG_NF_TABLES_NETDEV, CONFIG_NFT_FWD_NETDEV), then restart pptp-alg")},
+		{"fast path turned off", func(s *system) {
+			s.daemon = func(context.Context) (Status, error) {
+				st := enabledStatus()
+				st.FastPath, st.FastPathOff = false, "turned off"
+				return st, nil
+			}
+		}, with(7, "ok    GRE fast path: turned off (--fast-path=false): GRE goes through the ip table and the firewall")},
 		{"no daemon", func(s *system) {
 			s.daemon = func(context.Context) (Status, error) {
 				return Status{}, errors.New("connect: no such file or directory")
