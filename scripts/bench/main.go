@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	scale := fs.String("scale", "1/1,1000/250,10000/250,1000/1", "scale steps, `CALLS/PER_CONN`, comma-separated")
 	fs.IntVar(&o.hosts, "hosts", 10, "LAN hosts of the scale lab, which the scale steps spread their connections over")
 	fs.IntVar(&o.window, "window", 32, "call requests per write when calls are set up in bulk")
-	fs.StringVar(&o.profile, "profile", "", "record perf profiles into `dir`: the kernel under GRE load, in a phase of its own after the measured one; "+
+	fs.StringVar(&o.profile, "profile", "", "record perf profiles into `dir`: the kernel under GRE load, in a phase of its own after the measured one (and after each scale step's GRE); "+
 		"the daemon while the scale steps set up and tear down calls (perf slows it: take the scale figures from a run without)")
 	fs.StringVar(&o.routerNft, "router-nft", "", "nft -f `file` run in the router of every pptp-alg lab once its daemon has started, to try variants of its ruleset")
 	fs.BoolVar(&o.goBench, "gobench", true, "also run the Go benchmarks of alg and nat")

@@ -134,6 +134,14 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile, gre bool
 					return err
 				}
 				*x.to = c
+				if b.opt.profile != "" {
+					stop := b.perfKernel(fmt.Sprintf("scale-%d-%s-%s", step.calls, [...]string{"lan-wan", "wan-lan"}[d], strings.ReplaceAll(x.name, " ", "-")))
+					_, err := s.rate(d, x.cs, 64, time.Second)
+					stop()
+					if err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}
