@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -108,6 +109,97 @@ type fastState struct {
 	dirty  bool      // an element batch failed: rebuild at the next check
 	refill bool      // built since the caller last added its calls
 	routes map[netip.Addr]route
+
+	// Additions wait here for addPending, so that a call's set-up waits
+	// for the ip table's batch only; until then its GRE takes the ip
+	// table. One entry per set and key: a deletion takes its key out.
+	pending map[pendingKey]pendingAdd
+	wake    chan struct{} // to the adder, when pending grows
+	done    chan struct{} // closed by Close, once
+	stop    sync.Once
+	stopped chan struct{} // closed by the adder as it returns
+}
+
+type pendingKey struct{ set, key string }
+
+type pendingAdd struct {
+	set *nftables.Set
+	el  nftables.SetElement
+	oif *nftables.SetElement // with a gre_in element: its client's lan_oif entry
+}
+
+// deferFast queues el's addition to s for the adder. p.mu is held.
+func (p *Plane) deferFast(s *nftables.Set, el nftables.SetElement, oif *nftables.SetElement) {
+	p.fast.pending[pendingKey{s.Name, string(el.Key)}] = pendingAdd{s, el, oif}
+	select {
+	case p.fast.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fastDeletion is what a deletion of key from the ip table's counterpart
+// of s must delete from the fast path: nothing if the fast path is off or
+// the addition is still pending (it is dropped), else the element. p.mu is
+// held.
+func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
+	if !p.fast.on {
+		return nil
+	}
+	k := pendingKey{s.Name, string(key)}
+	if _, ok := p.fast.pending[k]; ok {
+		delete(p.fast.pending, k)
+		return nil
+	}
+	return &nftables.SetElement{Key: key}
+}
+
+// startAdder starts the goroutine that adds pending elements, many calls'
+// in one batch.
+func (p *Plane) startAdder() {
+	f := &p.fast
+	f.pending = map[pendingKey]pendingAdd{}
+	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(f.stopped)
+		for {
+			select {
+			case <-f.done:
+				return
+			case <-f.wake:
+			}
+			p.mu.Lock()
+			p.addPending()
+			p.mu.Unlock()
+		}
+	}()
+}
+
+// addPending adds every pending element in one batch. A failure marks the
+// fast path for rebuilding: its calls' GRE takes the ip table meanwhile.
+// p.mu is held.
+func (p *Plane) addPending() {
+	f := &p.fast
+	if len(f.pending) == 0 {
+		return
+	}
+	oifs := map[string]nftables.SetElement{}
+	for _, a := range f.pending {
+		if err := p.queue(true, a.set, a.el); err != nil {
+			f.dirty = true
+		}
+		if a.oif != nil {
+			oifs[string(a.oif.Key)] = *a.oif
+		}
+	}
+	for _, el := range oifs {
+		if err := p.queue(true, f.obj.lanOIF, el); err != nil {
+			f.dirty = true
+		}
+	}
+	clear(f.pending)
+	if err := p.settle(p.conn.Flush()); err != nil {
+		f.dirty = true
+	}
 }
 
 // readLinks reads what the fast path depends on, now. It needs no lock:
@@ -138,6 +230,7 @@ func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 func (p *Plane) installFast() error {
 	f, o := &p.fast, p.fast.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
+	clear(f.pending) // for the table being replaced; the caller adds its calls again
 	links, err := p.readLinks(p.cfg.WANAddr)
 	f.links = links
 	var msgs []netlink.Message

@@ -75,7 +75,8 @@ func openFastPlane(t *testing.T, r router, lan []string, fast bool) *Plane {
 	return p
 }
 
-// addCall adds the lab's call both ways.
+// addCall adds the lab's call both ways, and its fast path elements at
+// once rather than when the adder gets to them.
 func (l *fastLab) addCall(t *testing.T) {
 	t.Helper()
 	if err := l.p.AddInbound(serverIP, fastNATID, lanHostIP, fastClientID); err != nil {
@@ -84,6 +85,14 @@ func (l *fastLab) addCall(t *testing.T) {
 	if err := l.p.AddOutbound(lanHostIP, serverIP, fastServerID); err != nil {
 		t.Fatal(err)
 	}
+	addPendingNow(l.p)
+}
+
+// addPendingNow does the adder's work now.
+func addPendingNow(p *Plane) {
+	p.mu.Lock()
+	p.addPending()
+	p.mu.Unlock()
 }
 
 // deleteCall deletes the lab's call both ways.
@@ -664,4 +673,58 @@ func TestFastPathDelete(t *testing.T) {
 	noGRE(t, l.lanGRE, "LAN host, after the delete")
 	l.lanGRE.send(t, serverIP.As4(), greV1(fastServerID, 2, "after"))
 	noGRE(t, l.srvGRE, "server, after the delete")
+}
+
+// TestFastPathAdder: a call's fast path elements follow its ip table
+// elements by themselves, and a call deleted before they come never gets
+// them.
+func TestFastPathAdder(t *testing.T) {
+	l := newFastLab(t)
+	if err := l.p.AddInbound(serverIP, fastNATID, lanHostIP, fastClientID); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.AddOutbound(lanHostIP, serverIP, fastServerID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		e := l.elements(t)
+		if len(e["netdev gre_in"]) == 1 && len(e["netdev gre_out"]) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("2 s after the adds, elements: %v", e)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l.sendIn(t, greV1(fastNATID, 1, "in"))
+	if c := l.counts(t); c.FastIn.Packets != 1 {
+		t.Fatalf("counters: %+v; want the inbound packet in the fast path", c)
+	}
+	l.deleteCall(t)
+
+	// Calls added and deleted at once, whether or not the adder got to
+	// them in between, leave nothing behind in either table.
+	for i := range 200 {
+		if err := l.p.AddInbound(serverIP, uint16(100+i), lanHostIP, fastClientID); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.p.AddOutbound(lanHostIP, serverIP, uint16(100+i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.p.DeleteInbound(serverIP, uint16(100+i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.p.DeleteOutbound(lanHostIP, serverIP, uint16(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addPendingNow(l.p)
+	want := map[string][]string{"netdev gre_in": {}, "netdev gre_out": {}, "ip gre_in": {}, "ip gre_out": {}}
+	if diff := cmp.Diff(want, l.elements(t)); diff != "" {
+		t.Errorf("elements after 200 calls added and deleted (-want +got):\n%s", diff)
+	}
+	if l.p.fast.dirty {
+		t.Error("the fast path was marked for rebuilding")
+	}
 }

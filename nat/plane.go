@@ -132,6 +132,9 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
 	p.fast.refill = false // nothing to add yet
+	if cfg.FastPath {
+		p.startAdder()
+	}
 	return p, nil
 }
 
@@ -182,6 +185,10 @@ func fromKernel(err error) bool {
 // Close deletes the table and closes the socket. A table that is already
 // gone is not an error. The Plane must not be used after Close.
 func (p *Plane) Close() error {
+	if p.cfg.FastPath {
+		p.fast.stop.Do(func() { close(p.fast.done) })
+		<-p.fast.stopped // it may be waiting for p.mu
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var ferr error
@@ -308,13 +315,16 @@ func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var fast, oif *nftables.SetElement
 	if add {
-		fast, oif = p.fastInElements(s, natID, client.Unmap(), clientID)
-	} else if p.fast.on {
-		fast = &nftables.SetElement{Key: el.Key}
+		if err := p.element(true, p.obj.greIn, el, nil, nil); err != nil {
+			return err
+		}
+		if in, oif := p.fastInElements(s, natID, client.Unmap(), clientID); in != nil {
+			p.deferFast(p.fast.obj.greIn, *in, oif)
+		}
+		return nil
 	}
-	return p.element(add, p.obj.greIn, el, p.fast.obj.greIn, fast, oif)
+	return p.element(false, p.obj.greIn, el, p.fast.obj.greIn, p.fastDeletion(p.fast.obj.greIn, el.Key))
 }
 
 // AddOutbound lets client send GRE to server carrying serverID:
@@ -358,30 +368,31 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	el := nftables.SetElement{Key: outKey(c, s, serverID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var fast *nftables.SetElement
 	if add {
-		fast = p.fastOutElement(c, s, serverID)
-	} else if p.fast.on {
-		fast = &nftables.SetElement{Key: el.Key}
+		if err := p.element(true, p.obj.greOut, el, nil, nil); err != nil {
+			return err
+		}
+		if out := p.fastOutElement(c, s, serverID); out != nil {
+			p.deferFast(p.fast.obj.greOut, *out, nil)
+		}
+		return nil
 	}
-	return p.element(add, p.obj.greOut, el, p.fast.obj.greOut, fast, nil)
+	return p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fastDeletion(p.fast.obj.greOut, el.Key))
 }
 
-// element adds or deletes el in the ip table's set s and, unless fastEl is
-// nil, fastEl in the fast path's set fs, in one batch. An add also adds oif,
-// unless nil, to lan_oif: the client's entry, which its other calls share
-// and which stays until the fast path is rebuilt (adding it again changes
-// nothing). p.mu is held.
+// element adds or deletes el in the ip table's set s, in one batch; a
+// deletion also deletes fastEl, unless nil, from the fast path's set fs,
+// first, so that no GRE takes the fast path once the ip table's element is
+// gone. (The fast path's additions come after, from deferFast.) p.mu is
+// held.
 //
-// If that batch fails, the ip table's part is tried alone: a fast path that
-// has lost its table or an element must not cost a call its mapping. A
-// failed add marks the fast path for rebuilding at the next CheckFastPath;
-// so does a failed delete, unless the fast path simply never had the
-// element (ENOENT: the call's route did not suit it).
-func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl, oif *nftables.SetElement) error {
-	if fastEl != nil && !add {
-		// The fast path's first: no GRE may take it once the ip table's
-		// element is gone.
+// If a deletion's batch fails, the ip table's part is tried alone: a fast
+// path that lost its table or an element must not keep a call's mapping.
+// The fast path is then marked for rebuilding at the next CheckFastPath,
+// unless it simply never had the element (ENOENT: the call's route did not
+// suit it).
+func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl *nftables.SetElement) error {
+	if fastEl != nil {
 		if err := p.queue(false, fs, *fastEl); err != nil {
 			return err
 		}
@@ -389,19 +400,9 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	if fastEl != nil && add {
-		if err := p.queue(true, fs, *fastEl); err != nil {
-			return err
-		}
-		if oif != nil {
-			if err := p.queue(true, p.fast.obj.lanOIF, *oif); err != nil {
-				return err
-			}
-		}
-	}
-	err := p.settle(p.conn.Flush())
-	if err == nil || fastEl == nil {
-		return err
+	both := p.settle(p.conn.Flush())
+	if both == nil || fastEl == nil {
+		return both
 	}
 	if err := p.queue(add, s, el); err != nil {
 		return err
@@ -409,7 +410,7 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 	if err := p.settle(p.conn.Flush()); err != nil {
 		return err
 	}
-	if add || !errors.Is(err, unix.ENOENT) {
+	if !errors.Is(both, unix.ENOENT) {
 		p.fast.dirty = true
 	}
 	return nil
