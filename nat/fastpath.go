@@ -110,14 +110,19 @@ type fastState struct {
 	refill bool      // built since the caller last added its calls
 	routes map[netip.Addr]route
 
-	// Additions wait here for addPending, so that a call's set-up waits
-	// for the ip table's batch only; until then its GRE takes the ip
-	// table. One entry per set and key: a deletion takes its key out.
-	pending map[pendingKey]pendingAdd
-	wake    chan struct{} // to the adder, when pending grows
-	done    chan struct{} // closed by Close, once
-	stop    sync.Once
-	stopped chan struct{} // closed by the adder as it returns
+	// Additions wait in pending for the adder, so that a call's set-up
+	// waits for the ip table's batch only; until they are in, its GRE takes
+	// the ip table. One entry per set and key: a deletion takes its key
+	// out. The adder sends them on a socket of its own, without p.mu;
+	// meanwhile they are in flight, and a deletion of one waits (idle).
+	pending, inflight map[pendingKey]pendingAdd
+	idle              *sync.Cond     // on p.mu: inflight went empty
+	adder             *nftables.Conn // the adder's own
+	flushing          sync.Mutex     // one flushPending at a time (tests call it too)
+	wake              chan struct{}  // to the adder, when pending grows
+	done              chan struct{}  // closed by Close, once
+	stop              sync.Once
+	stopped           chan struct{} // closed by the adder as it returns
 }
 
 type pendingKey struct{ set, key string }
@@ -139,8 +144,8 @@ func (p *Plane) deferFast(s *nftables.Set, el nftables.SetElement, oif *nftables
 
 // fastDeletion is what a deletion of key from the ip table's counterpart
 // of s must delete from the fast path: nothing if the fast path is off or
-// the addition is still pending (it is dropped), else the element. p.mu is
-// held.
+// the addition is still pending (it is dropped), else the element, once no
+// addition of it is in flight. p.mu is held.
 func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if !p.fast.on {
 		return nil
@@ -150,14 +155,24 @@ func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 		delete(p.fast.pending, k)
 		return nil
 	}
+	for {
+		if _, ok := p.fast.inflight[k]; !ok {
+			break
+		}
+		p.fast.idle.Wait()
+	}
 	return &nftables.SetElement{Key: key}
 }
 
-// startAdder starts the goroutine that adds pending elements, many calls'
-// in one batch.
-func (p *Plane) startAdder() {
+// startAdder starts the goroutine that adds pending elements, as many
+// calls' as are waiting in one batch.
+func (p *Plane) startAdder() error {
 	f := &p.fast
-	f.pending = map[pendingKey]pendingAdd{}
+	c, err := nftables.New(p.opts...)
+	if err != nil {
+		return err
+	}
+	f.adder, f.idle, f.pending = c, sync.NewCond(&p.mu), map[pendingKey]pendingAdd{}
 	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.stopped)
@@ -167,39 +182,69 @@ func (p *Plane) startAdder() {
 				return
 			case <-f.wake:
 			}
-			p.mu.Lock()
-			p.addPending()
-			p.mu.Unlock()
+			p.flushPending()
 		}
 	}()
+	return nil
 }
 
-// addPending adds every pending element in one batch. A failure marks the
-// fast path for rebuilding: its calls' GRE takes the ip table meanwhile.
-// p.mu is held.
-func (p *Plane) addPending() {
+// stopAdder stops the adder and closes its socket. p.mu is not held.
+func (p *Plane) stopAdder() {
 	f := &p.fast
+	f.stop.Do(func() {
+		close(f.done)
+		<-f.stopped
+		_ = f.adder.CloseLasting()
+	})
+}
+
+// flushPending sends every pending addition in one batch on the adder's
+// socket. A failure marks the fast path for rebuilding: those calls' GRE
+// takes the ip table meanwhile.
+func (p *Plane) flushPending() {
+	f := &p.fast
+	f.flushing.Lock()
+	defer f.flushing.Unlock()
+	p.mu.Lock()
 	if len(f.pending) == 0 {
+		p.mu.Unlock()
 		return
 	}
+	f.inflight, f.pending = f.pending, map[pendingKey]pendingAdd{}
+	batch := f.inflight
+	p.mu.Unlock()
+
 	oifs := map[string]nftables.SetElement{}
-	for _, a := range f.pending {
-		if err := p.queue(true, a.set, a.el); err != nil {
-			f.dirty = true
-		}
+	var err error
+	for _, a := range batch {
+		err = errors.Join(err, f.adder.SetAddElements(a.set, []nftables.SetElement{a.el}))
 		if a.oif != nil {
 			oifs[string(a.oif.Key)] = *a.oif
 		}
 	}
 	for _, el := range oifs {
-		if err := p.queue(true, f.obj.lanOIF, el); err != nil {
-			f.dirty = true
+		err = errors.Join(err, f.adder.SetAddElements(f.obj.lanOIF, []nftables.SetElement{el}))
+	}
+	if err == nil {
+		err = f.adder.Flush()
+	} else {
+		_ = f.adder.Flush() // google/nftables drops the queue only when it flushes
+	}
+	if err != nil && !fromKernel(err) {
+		// Replies may be left unread: a new socket, as settle does.
+		if c, nerr := nftables.New(p.opts...); nerr == nil {
+			_ = f.adder.CloseLasting()
+			f.adder = c
 		}
 	}
-	clear(f.pending)
-	if err := p.settle(p.conn.Flush()); err != nil {
+
+	p.mu.Lock()
+	f.inflight = nil
+	if err != nil {
 		f.dirty = true
 	}
+	f.idle.Broadcast()
+	p.mu.Unlock()
 }
 
 // readLinks reads what the fast path depends on, now. It needs no lock:

@@ -133,7 +133,10 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	}
 	p.fast.refill = false // nothing to add yet
 	if cfg.FastPath {
-		p.startAdder()
+		if err := p.startAdder(); err != nil {
+			_ = p.Close()
+			return nil, fmt.Errorf("nat: open: %w", err)
+		}
 	}
 	return p, nil
 }
@@ -185,9 +188,8 @@ func fromKernel(err error) bool {
 // Close deletes the table and closes the socket. A table that is already
 // gone is not an error. The Plane must not be used after Close.
 func (p *Plane) Close() error {
-	if p.cfg.FastPath {
-		p.fast.stop.Do(func() { close(p.fast.done) })
-		<-p.fast.stopped // it may be waiting for p.mu
+	if p.cfg.FastPath && p.fast.adder != nil {
+		p.stopAdder() // it may be waiting for p.mu
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
