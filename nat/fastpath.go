@@ -116,13 +116,18 @@ type fastState struct {
 	// out. The adder sends them on a socket of its own, without p.mu;
 	// meanwhile they are in flight, and a deletion of one waits (idle).
 	pending, inflight map[pendingKey]pendingAdd
-	idle              *sync.Cond     // on p.mu: inflight went empty
-	adder             *nftables.Conn // the adder's own
-	flushing          sync.Mutex     // one flushPending at a time (tests call it too)
-	wake              chan struct{}  // to the adder, when pending grows
-	done              chan struct{}  // closed by Close, once
-	stop              sync.Once
-	stopped           chan struct{} // closed by the adder as it returns
+	// present holds what the fast path's sets hold, so that a deletion
+	// asks for no element that is not there: a batch the kernel refuses
+	// costs it 15 to 30 ms here, with p.mu held.
+	present  map[pendingKey]struct{}
+	idle     *sync.Cond     // on p.mu: inflight went empty
+	adder    *nftables.Conn // the adder's own
+	flushing sync.Mutex     // one flushPending at a time (tests call it too)
+	wake     chan struct{}  // to the adder, when pending grows
+	done     chan struct{}  // closed by Close, once
+	stop     sync.Once
+	stopped  chan struct{} // closed by the adder as it returns
+	rebuilt  bool          // installFast ran while a batch was in flight
 }
 
 type pendingKey struct{ set, key string }
@@ -143,9 +148,10 @@ func (p *Plane) deferFast(s *nftables.Set, el nftables.SetElement, oif *nftables
 }
 
 // fastDeletion is what a deletion of key from the ip table's counterpart
-// of s must delete from the fast path: nothing if the fast path is off or
-// the addition is still pending (it is dropped), else the element, once no
-// addition of it is in flight. p.mu is held.
+// of s must delete from the fast path: nothing if the fast path is off, if
+// the addition is still pending (it is dropped) or if it never had the
+// element; else the element, once no addition of it is in flight. p.mu is
+// held.
 func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if !p.fast.on {
 		return nil
@@ -161,6 +167,10 @@ func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 		}
 		p.fast.idle.Wait()
 	}
+	if _, ok := p.fast.present[k]; !ok {
+		return nil // never added: the call's route did not suit the fast path
+	}
+	delete(p.fast.present, k)
 	return &nftables.SetElement{Key: key}
 }
 
@@ -172,7 +182,7 @@ func (p *Plane) startAdder() error {
 	if err != nil {
 		return err
 	}
-	f.adder, f.idle, f.pending = c, sync.NewCond(&p.mu), map[pendingKey]pendingAdd{}
+	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(&p.mu), map[pendingKey]pendingAdd{}, map[pendingKey]struct{}{}
 	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.stopped)
@@ -239,10 +249,14 @@ func (p *Plane) flushPending() {
 	}
 
 	p.mu.Lock()
-	f.inflight = nil
 	if err != nil {
 		f.dirty = true
+	} else if !f.rebuilt {
+		for k := range batch {
+			f.present[k] = struct{}{}
+		}
 	}
+	f.inflight, f.rebuilt = nil, false
 	f.idle.Broadcast()
 	p.mu.Unlock()
 }
@@ -275,7 +289,11 @@ func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 func (p *Plane) installFast() error {
 	f, o := &p.fast, p.fast.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
-	clear(f.pending) // for the table being replaced; the caller adds its calls again
+	// For the table being replaced: the caller adds its calls again. An
+	// addition in flight lands in the old table, or fails on the new one.
+	clear(f.pending)
+	clear(f.present)
+	f.rebuilt = f.inflight != nil
 	links, err := p.readLinks(p.cfg.WANAddr)
 	f.links = links
 	var msgs []netlink.Message
@@ -449,17 +467,15 @@ func (o fastObjects) outboundExprs(wanAddr netip.Addr, wan link) []expr.Any {
 }
 
 // routeTo returns the route to dst, asking the kernel once per address
-// until the fast path is next built. p.mu is held.
-func (p *Plane) routeTo(dst netip.Addr) (route, error) {
-	if r, ok := p.fast.routes[dst]; ok {
-		return r, nil
+// until the fast path is next built. No route is remembered too, as the
+// zero route, which suits neither side. p.mu is held.
+func (p *Plane) routeTo(dst netip.Addr) route {
+	r, ok := p.fast.routes[dst]
+	if !ok {
+		r, _ = lookupRoute(p.dump.netns, dst)
+		p.fast.routes[dst] = r
 	}
-	r, err := lookupRoute(p.dump.netns, dst)
-	if err != nil {
-		return r, err
-	}
-	p.fast.routes[dst] = r
-	return r, nil
+	return r
 }
 
 // fastInElements are the fast path's gre_in element for a call and the
@@ -470,8 +486,8 @@ func (p *Plane) fastInElements(server netip.Addr, natID uint16, client netip.Add
 	if !p.fast.on {
 		return nil, nil
 	}
-	r, err := p.routeTo(client)
-	if err != nil || r.Via != client || !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == r.OIF }) {
+	r := p.routeTo(client)
+	if r.Via != client || !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == r.OIF }) {
 		return nil, nil
 	}
 	c := client.As4()
@@ -486,8 +502,8 @@ func (p *Plane) fastOutElement(client, server netip.Addr, serverID uint16) *nfta
 	if !p.fast.on || !p.fast.links.wanAddr.IsValid() {
 		return nil
 	}
-	r, err := p.routeTo(server)
-	if err != nil || r.OIF != p.fast.links.wan.Index {
+	r := p.routeTo(server)
+	if r.OIF == 0 || r.OIF != p.fast.links.wan.Index {
 		return nil
 	}
 	via := r.Via.As4()

@@ -720,10 +720,34 @@ func TestFastPathAdder(t *testing.T) {
 	if diff := cmp.Diff(want, l.elements(t)); diff != "" {
 		t.Errorf("elements after 200 calls added and deleted (-want +got):\n%s", diff)
 	}
+
+	// A client the fast path cannot reach (no route) gets no fast path
+	// element, and its deletion asks for none: a refused batch would mark
+	// the fast path for rebuilding.
+	far := netip.MustParseAddr("10.99.0.5")
+	if err := l.p.AddInbound(serverIP, 900, far, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.AddOutbound(far, serverIP, 900); err != nil {
+		t.Fatal(err)
+	}
+	addPendingNow(l.p)
+	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 1 || len(e["ip gre_in"]) != 1 {
+		t.Errorf("elements for a client off the LAN: %v; want it in the ip table, only its outbound in the fast path", e)
+	}
+	if err := l.p.DeleteInbound(serverIP, 900); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.DeleteOutbound(far, serverIP, 900); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, l.elements(t)); diff != "" {
+		t.Errorf("elements after the call off the LAN (-want +got):\n%s", diff)
+	}
 	l.p.mu.Lock()
 	dirty := l.p.fast.dirty
 	l.p.mu.Unlock()
 	if dirty {
-		t.Error("the fast path was marked for rebuilding")
+		t.Error("the fast path was marked for rebuilding: a batch was refused")
 	}
 }

@@ -385,14 +385,12 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 // element adds or deletes el in the ip table's set s, in one batch; a
 // deletion also deletes fastEl, unless nil, from the fast path's set fs,
 // first, so that no GRE takes the fast path once the ip table's element is
-// gone. (The fast path's additions come after, from deferFast.) p.mu is
+// gone. (The fast path's additions come after, from the adder.) p.mu is
 // held.
 //
 // If a deletion's batch fails, the ip table's part is tried alone: a fast
 // path that lost its table or an element must not keep a call's mapping.
-// The fast path is then marked for rebuilding at the next CheckFastPath,
-// unless it simply never had the element (ENOENT: the call's route did not
-// suit it).
+// The fast path is then rebuilt at the next CheckFastPath.
 func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl *nftables.SetElement) error {
 	if fastEl != nil {
 		if err := p.queue(false, fs, *fastEl); err != nil {
@@ -402,20 +400,15 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	both := p.settle(p.conn.Flush())
-	if both == nil || fastEl == nil {
-		return both
+	err := p.settle(p.conn.Flush())
+	if err == nil || fastEl == nil {
+		return err
 	}
+	p.fast.dirty = true
 	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	if err := p.settle(p.conn.Flush()); err != nil {
-		return err
-	}
-	if !errors.Is(both, unix.ENOENT) {
-		p.fast.dirty = true
-	}
-	return nil
+	return p.settle(p.conn.Flush())
 }
 
 // queue queues el's addition to or deletion from s.
