@@ -481,44 +481,13 @@ func TestDataPlane(t *testing.T) {
 	// Server to LAN: the destination becomes the LAN host, the key its call ID.
 	in := greV1(natID, 1, "lcp-conf-req")
 	srvGRE.send(t, wanAddr.As4(), in)
-	b, err := lanGRE.recv(2 * time.Second)
-	if err != nil {
-		t.Fatalf("LAN host: inbound GRE: %v", err)
-	}
-	pkt, err := parseIP(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := greKey(pkt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pkt.src != serverIP || pkt.dst != lanHostIP || key != clientID || !pkt.csumOK || pkt.ttl != 63 {
-		t.Errorf("LAN host got %v -> %v key %#x ttl %d checksum ok %v; want %v -> %v key %#x ttl 63, good checksum",
-			pkt.src, pkt.dst, key, pkt.ttl, pkt.csumOK, serverIP, lanHostIP, clientID)
-	}
-	if got, want := pkt.payload[8:], in[8:]; string(got) != string(want) {
-		t.Errorf("inbound GRE after the key: % x, want % x", got, want)
-	}
+	receive(t, lanGRE, "LAN host, inbound GRE", expect(serverIP, lanHostIP, 63, clientID, in))
 	inBytes := 20 + len(in)
 
 	// LAN to server: the source becomes the WAN address, the key stays.
 	out := greV1(serverID, 1, "lcp-conf-ack")
 	lanGRE.send(t, serverIP.As4(), out)
-	b, err = srvGRE.recv(2 * time.Second)
-	if err != nil {
-		t.Fatalf("server: outbound GRE: %v", err)
-	}
-	if pkt, err = parseIP(b); err != nil {
-		t.Fatal(err)
-	}
-	if key, err = greKey(pkt); err != nil {
-		t.Fatal(err)
-	}
-	if pkt.src != wanAddr || pkt.dst != serverIP || key != serverID || !pkt.csumOK {
-		t.Errorf("server got %v -> %v key %#x checksum ok %v; want %v -> %v key %#x, good checksum",
-			pkt.src, pkt.dst, key, pkt.csumOK, wanAddr, serverIP, serverID)
-	}
+	receive(t, srvGRE, "server, outbound GRE", expect(wanAddr, serverIP, 63, serverID, out))
 	outBytes := 20 + len(out)
 
 	// The server's unknown key is dropped: nothing reaches the LAN and no
