@@ -115,11 +115,11 @@ type fastState struct {
 	// the ip table. One entry per set and key: a deletion takes its key
 	// out. The adder sends them on a socket of its own, without p.mu;
 	// meanwhile they are in flight, and a deletion of one waits (idle).
-	pending, inflight map[pendingKey]pendingAdd
+	pending, inflight map[fastKey]pendingAdd
 	// present holds what the fast path's sets hold, so that a deletion
 	// asks for no element that is not there: a batch the kernel refuses
 	// costs it 15 to 30 ms here, with p.mu held.
-	present  map[pendingKey]struct{}
+	present  map[fastKey]struct{}
 	idle     *sync.Cond     // on p.mu: inflight went empty
 	adder    *nftables.Conn // the adder's own
 	flushing sync.Mutex     // one flushPending at a time (tests call it too)
@@ -130,7 +130,20 @@ type fastState struct {
 	rebuilt  bool          // installFast ran while a batch was in flight
 }
 
-type pendingKey struct{ set, key string }
+// fastKey names an element of gre_in or gre_out: the set's batch ID, then
+// the key. Fixed size, so that 10,000 calls' worth costs little memory.
+type fastKey [1 + 12]byte
+
+func keyOf(s *nftables.Set, key []byte) fastKey {
+	var k fastKey
+	k[0] = byte(s.ID)
+	copy(k[1:], key)
+	return k
+}
+
+// maxAddBatch bounds one batch of the adder: thousands of calls set up at
+// once would otherwise make one batch of them all.
+const maxAddBatch = 512
 
 type pendingAdd struct {
 	set *nftables.Set
@@ -140,7 +153,7 @@ type pendingAdd struct {
 
 // deferFast queues el's addition to s for the adder. p.mu is held.
 func (p *Plane) deferFast(s *nftables.Set, el nftables.SetElement, oif *nftables.SetElement) {
-	p.fast.pending[pendingKey{s.Name, string(el.Key)}] = pendingAdd{s, el, oif}
+	p.fast.pending[keyOf(s, el.Key)] = pendingAdd{s, el, oif}
 	select {
 	case p.fast.wake <- struct{}{}:
 	default:
@@ -156,7 +169,7 @@ func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if !p.fast.on {
 		return nil
 	}
-	k := pendingKey{s.Name, string(key)}
+	k := keyOf(s, key)
 	if _, ok := p.fast.pending[k]; ok {
 		delete(p.fast.pending, k)
 		return nil
@@ -182,7 +195,7 @@ func (p *Plane) startAdder() error {
 	if err != nil {
 		return err
 	}
-	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(&p.mu), map[pendingKey]pendingAdd{}, map[pendingKey]struct{}{}
+	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(&p.mu), map[fastKey]pendingAdd{}, map[fastKey]struct{}{}
 	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.stopped)
@@ -208,37 +221,54 @@ func (p *Plane) stopAdder() {
 	})
 }
 
-// flushPending sends every pending addition in one batch on the adder's
-// socket. A failure marks the fast path for rebuilding: those calls' GRE
-// takes the ip table meanwhile.
+// flushPending sends every pending addition, in batches of at most
+// maxAddBatch calls' elements, on the adder's socket. A failure marks the
+// fast path for rebuilding: those calls' GRE takes the ip table meanwhile.
 func (p *Plane) flushPending() {
 	f := &p.fast
 	f.flushing.Lock()
 	defer f.flushing.Unlock()
+	for p.flushSome() {
+	}
+}
+
+// flushSome sends one batch and reports whether more are pending.
+func (p *Plane) flushSome() (more bool) {
+	f := &p.fast
 	p.mu.Lock()
 	if len(f.pending) == 0 {
 		p.mu.Unlock()
-		return
+		return false
 	}
-	f.inflight, f.pending = f.pending, map[pendingKey]pendingAdd{}
-	batch := f.inflight
+	batch := make(map[fastKey]pendingAdd, min(len(f.pending), maxAddBatch))
+	for k, a := range f.pending {
+		if len(batch) == maxAddBatch {
+			break
+		}
+		batch[k] = a
+		delete(f.pending, k)
+	}
+	f.inflight = batch
 	p.mu.Unlock()
 
-	oifs := map[string]nftables.SetElement{}
-	var err error
+	// One message per set.
+	bySet := map[*nftables.Set][]nftables.SetElement{}
+	oifs := map[[4]byte]nftables.SetElement{}
 	for _, a := range batch {
-		err = errors.Join(err, f.adder.SetAddElements(a.set, []nftables.SetElement{a.el}))
+		bySet[a.set] = append(bySet[a.set], a.el)
 		if a.oif != nil {
-			oifs[string(a.oif.Key)] = *a.oif
+			oifs[[4]byte(a.oif.Key)] = *a.oif
 		}
 	}
 	for _, el := range oifs {
-		err = errors.Join(err, f.adder.SetAddElements(f.obj.lanOIF, []nftables.SetElement{el}))
+		bySet[f.obj.lanOIF] = append(bySet[f.obj.lanOIF], el)
 	}
-	if err == nil {
-		err = f.adder.Flush()
-	} else {
-		_ = f.adder.Flush() // google/nftables drops the queue only when it flushes
+	var err error
+	for s, els := range bySet {
+		err = errors.Join(err, f.adder.SetAddElements(s, els))
+	}
+	if ferr := f.adder.Flush(); err == nil { // Flush also drops what was queued
+		err = ferr
 	}
 	if err != nil && !fromKernel(err) {
 		// Replies may be left unread: a new socket, as settle does.
@@ -249,6 +279,7 @@ func (p *Plane) flushPending() {
 	}
 
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err != nil {
 		f.dirty = true
 	} else if !f.rebuilt {
@@ -258,7 +289,7 @@ func (p *Plane) flushPending() {
 	}
 	f.inflight, f.rebuilt = nil, false
 	f.idle.Broadcast()
-	p.mu.Unlock()
+	return len(f.pending) > 0
 }
 
 // readLinks reads what the fast path depends on, now. It needs no lock:
