@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -597,9 +596,4 @@ func (p *Plane) FastPath() (on bool, why error) {
 		return false, ErrFastPathOff
 	}
 	return p.fast.on, p.fast.err
-}
-
-// FastPathDevices names the interfaces whose ingress the fast path hooks.
-func (p *Plane) FastPathDevices() string {
-	return strings.Join(append([]string{p.cfg.WAN}, p.cfg.LAN...), ", ")
 }

@@ -154,7 +154,7 @@ func (d *daemon) checkFastPath() {
 // logFastPath says once, at enable, whether GRE takes the fast path.
 func (d *daemon) logFastPath() {
 	if on, why := d.plane.FastPath(); on {
-		d.log.Info("GRE fast path on", "ingress", d.plane.FastPathDevices())
+		d.log.Info("GRE fast path on", "ingress", ingressDevices(d.cfg.wan, d.cfg.lan))
 	} else {
 		d.log.Warn("GRE fast path off; GRE goes through the ip table", "why", why)
 	}

@@ -198,7 +198,7 @@ func fastPathCheck(st Status) check {
 	c := check{name: "GRE fast path"}
 	switch {
 	case st.FastPath:
-		c.ok, c.detail = true, "on, at the ingress of "+strings.Join(append([]string{st.WAN}, st.LAN...), ", ")
+		c.ok, c.detail = true, "on, at the ingress of "+ingressDevices(st.WAN, st.LAN)
 	case st.FastPathOff == fastPathTurnedOff:
 		c.ok, c.detail = true, "turned off (--fast-path=false): GRE goes through the ip table and the firewall"
 	default:

@@ -148,6 +148,12 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// ingressDevices names the interfaces whose ingress the fast path hooks:
+// the WAN, then each LAN.
+func ingressDevices(wan string, lan []string) string {
+	return strings.Join(append([]string{wan}, lan...), ", ")
+}
+
 func printStatus(w io.Writer, st Status) {
 	state := "enabled"
 	if !st.Enabled {
@@ -167,7 +173,7 @@ func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "relay:        tcp port %d, nftables table ip %s\n", st.RelayPort, st.Table)
 	fmt.Fprintf(w, "carrying:     %s, %s\n", plural(st.ControlConnections, "control connection"), plural(st.Calls, "call"))
 	if st.Enabled {
-		fast := fmt.Sprintf("on (ingress of %s, nftables table netdev %s)", strings.Join(append([]string{st.WAN}, st.LAN...), ", "), st.Table)
+		fast := fmt.Sprintf("on (ingress of %s, nftables table netdev %s)", ingressDevices(st.WAN, st.LAN), st.Table)
 		if !st.FastPath {
 			fast = "off, GRE goes through the ip table: " + st.FastPathOff
 		}
