@@ -28,21 +28,22 @@ type Relay struct {
 	// Check, when set, vets an accepted connection before it is relayed;
 	// an error refuses it.
 	Check func(client, dst netip.AddrPort) error
-	// IdleTimeout closes a control connection once either side has sent
-	// nothing for this long, or not taken what the relay wrote to it; zero
-	// means DefaultIdleTimeout. It frees the calls of a peer that vanished
-	// without a FIN or RST.
-	IdleTimeout time.Duration
-	Log         *slog.Logger
+	// ControlIdleTimeout closes a control connection once either side has
+	// sent nothing for this long, or not taken what the relay wrote to it;
+	// zero means DefaultControlIdleTimeout. It frees the calls of a peer
+	// that vanished without a FIN or RST. (A call's GRE going idle is the
+	// daemon's business, not the relay's.)
+	ControlIdleTimeout time.Duration
+	Log                *slog.Logger
 
 	mu     sync.Mutex
 	active map[*pair]struct{} // relayed connections, for CloseNotFrom
 }
 
-// DefaultIdleTimeout is three PPTP keep-alive intervals: a live peer sends
-// an Echo-Request after 60 s without control traffic (RFC 2637 section
-// 2.4), and the other answers it.
-const DefaultIdleTimeout = 3 * 60 * time.Second
+// DefaultControlIdleTimeout is three PPTP keep-alive intervals: a live peer
+// sends an Echo-Request after 60 s without control traffic (RFC 2637
+// section 2.4), and the other answers it.
+const DefaultControlIdleTimeout = 3 * 60 * time.Second
 
 // relayBufSize is the fixed buffer of each direction of a relayed
 // connection, and so all the memory a peer can make the relay hold for it
@@ -152,9 +153,9 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	log.Info("control connection open")
 
 	// Either side ending, or a malformed message, ends both.
-	idle := r.IdleTimeout
+	idle := r.ControlIdleTimeout
 	if idle <= 0 {
-		idle = DefaultIdleTimeout
+		idle = DefaultControlIdleTimeout
 	}
 	p := &pair{client: client, server: server, s: s, idle: idle}
 	r.track(p, true)

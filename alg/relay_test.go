@@ -290,11 +290,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestRelayIdleTimeout(t *testing.T) {
+func TestRelayControlIdleTimeout(t *testing.T) {
 	es := startEchoServer(t)
 	tab := NewTable(newFakePlane(), DefaultLimits, nil)
 	var logged syncBuffer
-	r := &Relay{Table: tab, IdleTimeout: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	r := &Relay{Table: tab, ControlIdleTimeout: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logged, nil))}
 	addr := startRelayWith(t, r, es.ln.Addr().(*net.TCPAddr).AddrPort())
 
 	c, err := net.Dial("tcp4", addr.String())

@@ -91,7 +91,7 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.StringVar(&cfg.socket, "socket", defaultSocket, "control socket `path`")
 	fs.UintVar(&cfg.relayPort, "relay-port", 1724, "local TCP `port` the control connections are redirected to")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 5*time.Minute, "release a call whose GRE has been idle this `long`")
-	fs.DurationVar(&cfg.controlIdle, "control-idle-timeout", alg.DefaultIdleTimeout,
+	fs.DurationVar(&cfg.controlIdle, "control-idle-timeout", alg.DefaultControlIdleTimeout,
 		"close a control connection whose client or server has sent nothing this `long` (live peers echo every 60s)")
 	fs.IntVar(&cfg.limits.ConnsPerClient, "max-conns-per-client", cfg.limits.ConnsPerClient, "control connections per LAN host")
 	fs.IntVar(&cfg.limits.CallsPerClient, "max-calls-per-client", cfg.limits.CallsPerClient, "calls per LAN host")
@@ -230,12 +230,12 @@ func (d *daemon) enable() (changed bool, err error) {
 	d.logFastPath()
 	d.table = alg.NewTable(plane, d.cfg.limits, d.log)
 	d.relay = &alg.Relay{
-		Table:       d.table,
-		OriginalDst: conntrack.OriginalDst,
-		Dial:        d.dialServer,
-		Check:       func(client, dst netip.AddrPort) error { return checkNoKernelHelper(d.tracker, client, dst) },
-		IdleTimeout: d.cfg.controlIdle,
-		Log:         d.log,
+		Table:              d.table,
+		OriginalDst:        conntrack.OriginalDst,
+		Dial:               d.dialServer,
+		Check:              func(client, dst netip.AddrPort) error { return checkNoKernelHelper(d.tracker, client, dst) },
+		ControlIdleTimeout: d.cfg.controlIdle,
+		Log:                d.log,
 	}
 	relay := d.relay
 

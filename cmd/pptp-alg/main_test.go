@@ -109,7 +109,7 @@ func TestUsageErrors(t *testing.T) {
 func TestParseRunFlags(t *testing.T) {
 	def := daemonConfig{
 		lan: []string{"br-lan"}, wan: "wan", socket: defaultSocket, relayPort: 1724,
-		idleTimeout: 5 * time.Minute, controlIdle: alg.DefaultIdleTimeout, limits: alg.DefaultLimits, table: "pptp_alg",
+		idleTimeout: 5 * time.Minute, controlIdle: alg.DefaultControlIdleTimeout, limits: alg.DefaultLimits, table: "pptp_alg",
 		fastPath: true,
 	}
 	for _, tc := range []struct {
