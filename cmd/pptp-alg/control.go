@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,29 +20,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/conntrack"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
-// The control socket speaks one request line (a command name: status,
-// enable, disable, mappings) and one JSON reply per connection, or
-// {"error": "..."}. It is root-only: mode 0600, and a peer that is neither
-// root nor the daemon's user is refused.
-
-// Mapping is one call as `pptp-alg mappings --json` prints it.
-type Mapping struct {
-	Client       string    `json:"client"`
-	ClientCallID int       `json:"client_call_id"`
-	Server       string    `json:"server"`
-	ServerCallID int       `json:"server_call_id"`
-	NATCallID    int       `json:"nat_call_id"`
-	Established  bool      `json:"established"`
-	PacketsIn    uint64    `json:"packets_in"`
-	PacketsOut   uint64    `json:"packets_out"`
-	BytesIn      uint64    `json:"bytes_in"`
-	BytesOut     uint64    `json:"bytes_out"`
-	Since        time.Time `json:"since"`
-}
+// The control socket's requests and replies are defined in controlapi. It
+// is root-only: mode 0600, and a peer that is neither root nor the daemon's
+// user is refused.
 
 type daemon struct {
 	cfg      daemonConfig
@@ -267,7 +251,7 @@ func (d *daemon) writeMappings(w io.Writer) error {
 		}
 		tr := traffic(c, in, out)
 		one.Reset()
-		enc.Encode(Mapping{
+		enc.Encode(controlapi.Mapping{
 			Client: c.Client.String(), ClientCallID: int(c.ClientCallID),
 			Server: c.Server.String(), ServerCallID: int(c.ServerCallID),
 			NATCallID: int(c.NATCallID), Established: c.Established,
@@ -368,65 +352,35 @@ func (d *daemon) answer(c net.Conn) {
 		return
 	}
 	if !peerAllowed(c) {
-		json.NewEncoder(c).Encode(controlError{"permission denied: root only"})
+		json.NewEncoder(c).Encode(controlapi.Error{Error: "permission denied: root only"})
 		return
 	}
 	var reply any
 	switch cmd := strings.TrimSpace(line); cmd {
-	case "status":
+	case controlapi.RequestStatus:
 		reply = d.status()
-	case "enable", "disable":
-		r, err := d.toggle(cmd == "enable")
+	case controlapi.RequestEnable, controlapi.RequestDisable:
+		r, err := d.toggle(cmd == controlapi.RequestEnable)
 		if err != nil {
-			reply = controlError{err.Error()}
+			reply = controlapi.Error{Error: err.Error()}
 		} else {
 			reply = r
 		}
-	case "mappings":
+	case controlapi.RequestMappings:
 		err := d.writeMappings(c)
 		if err == nil {
 			return
 		}
-		reply = controlError{err.Error()}
-	case "debug":
+		reply = controlapi.Error{Error: err.Error()}
+	case controlapi.RequestDebug:
 		// For the leak tests: what churn must give back. The heap is read
 		// after a collection, so that it counts only what is still held.
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		reply = struct {
-			Goroutines int    `json:"goroutines"`
-			HeapAlloc  uint64 `json:"heap_alloc"`
-		}{runtime.NumGoroutine(), m.HeapAlloc}
+		reply = controlapi.Debug{Goroutines: runtime.NumGoroutine(), HeapAlloc: m.HeapAlloc}
 	default:
-		reply = controlError{fmt.Sprintf("unknown request %q", cmd)}
+		reply = controlapi.Error{Error: fmt.Sprintf("unknown request %q", cmd)}
 	}
 	json.NewEncoder(c).Encode(reply)
-}
-
-type controlError struct {
-	Error string `json:"error"`
-}
-
-// ask sends one request to the daemon and decodes its reply into v.
-func ask(ctx context.Context, socket, request string, v any) error {
-	var dialer net.Dialer
-	c, err := dialer.DialContext(ctx, "unix", socket)
-	if err != nil {
-		return fmt.Errorf("cannot reach the daemon at %s (is `pptp-alg run` running?): %w", socket, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintln(c, request); err != nil {
-		return err
-	}
-	raw, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("daemon reply: %w", err)
-	}
-	var ce controlError
-	if json.Unmarshal(raw, &ce) == nil && ce.Error != "" {
-		return errors.New("daemon: " + ce.Error)
-	}
-	return json.Unmarshal(raw, v)
 }

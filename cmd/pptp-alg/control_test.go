@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 )
 
 // TestControlProtocol talks to a daemon that is disabled, so that no
@@ -39,23 +41,23 @@ func TestControlProtocol(t *testing.T) {
 		t.Errorf("second listener on a live socket: %v", err)
 	}
 
-	var st Status
-	if err := ask(ctx, sock, "status", &st); err != nil {
+	var st controlapi.Status
+	if err := controlapi.Ask(ctx, sock, controlapi.RequestStatus, &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Enabled || st.WAN != "wan" || st.RelayPort != 1724 || st.Version != version || st.WANAddr != "" ||
 		len(st.KernelFeatures) != len(kernelFeatures) || st.KernelPPTPHelper == nil {
 		t.Errorf("status of a disabled daemon: %+v", st)
 	}
-	var ms []Mapping
-	if err := ask(ctx, sock, "mappings", &ms); err != nil || ms == nil || len(ms) != 0 {
+	var ms []controlapi.Mapping
+	if err := controlapi.Ask(ctx, sock, controlapi.RequestMappings, &ms); err != nil || ms == nil || len(ms) != 0 {
 		t.Errorf("mappings of a disabled daemon: %v, %v; want []", ms, err)
 	}
-	var r toggleReply
-	if err := ask(ctx, sock, "disable", &r); err != nil || r.Changed || r.Status.Enabled {
+	var r controlapi.ToggleReply
+	if err := controlapi.Ask(ctx, sock, controlapi.RequestDisable, &r); err != nil || r.Changed || r.Status.Enabled {
 		t.Errorf("disable a disabled daemon: %+v, %v; want no change", r, err)
 	}
-	if err := ask(ctx, sock, "reboot", &r); err == nil || err.Error() != `daemon: unknown request "reboot"` {
+	if err := controlapi.Ask(ctx, sock, "reboot", &r); err == nil || err.Error() != `daemon: unknown request "reboot"` {
 		t.Errorf("unknown request: %v", err)
 	}
 
@@ -63,7 +65,7 @@ func TestControlProtocol(t *testing.T) {
 	d.mu.Lock()
 	d.closing = true
 	d.mu.Unlock()
-	if err := ask(ctx, sock, "enable", &r); err == nil || !strings.Contains(err.Error(), "stopping") {
+	if err := controlapi.Ask(ctx, sock, controlapi.RequestEnable, &r); err == nil || !strings.Contains(err.Error(), "stopping") {
 		t.Errorf("enable while stopping: %v", err)
 	}
 }

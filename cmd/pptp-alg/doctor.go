@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/conntrack"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
@@ -62,7 +63,7 @@ type check struct {
 
 // system is what the doctor looks at; tests give fakes.
 type system struct {
-	daemon    func(context.Context) (Status, error)
+	daemon    func(context.Context) (controlapi.Status, error)
 	ruleset   func() (nat.Ruleset, error)
 	tryTable  func(relayPort uint16) error // install and delete a throwaway table
 	conntrack func() error                 // read the conntrack table
@@ -85,11 +86,11 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 // namespace and of the daemon at socket.
 func hostSystem(socket string) system {
 	return system{
-		daemon: func(ctx context.Context) (Status, error) {
+		daemon: func(ctx context.Context) (controlapi.Status, error) {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			var st Status
-			err := ask(ctx, socket, "status", &st)
+			var st controlapi.Status
+			err := controlapi.Ask(ctx, socket, controlapi.RequestStatus, &st)
 			return st, err
 		},
 		ruleset: func() (nat.Ruleset, error) { return nat.InspectRuleset() },
@@ -194,7 +195,7 @@ var fastPathTurnedOff = nat.ErrFastPathOff.Error()
 
 // fastPathCheck reports on the running daemon's GRE fast path. Off is a
 // failure only when the daemon wanted it: GRE still flows, more slowly.
-func fastPathCheck(st Status) check {
+func fastPathCheck(st controlapi.Status) check {
 	c := check{name: "GRE fast path"}
 	switch {
 	case st.FastPath:

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/nat"
+
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 )
 
 var (
@@ -29,7 +31,7 @@ var (
 // healthy is a router where every check passes; each case changes it.
 func healthy() system {
 	return system{
-		daemon: func(context.Context) (Status, error) {
+		daemon: func(context.Context) (controlapi.Status, error) {
 			st := enabledStatus()
 			st.RelayPort = 2000
 			return st, nil
@@ -115,10 +117,10 @@ func TestDiagnose(t *testing.T) {
 			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, nil }
 		}, with(5, "ok    forwarded GRE: no nftables chain filters forwarded IPv4")},
 		{"daemon disabled", func(s *system) {
-			s.daemon = func(context.Context) (Status, error) { return Status{RelayPort: 2000}, nil }
+			s.daemon = func(context.Context) (controlapi.Status, error) { return controlapi.Status{RelayPort: 2000}, nil }
 		}, with(6, "FAIL  daemon: running but disabled: PPTP is not translated", "      fix: pptp-alg enable")},
 		{"fast path off", func(s *system) {
-			s.daemon = func(context.Context) (Status, error) {
+			s.daemon = func(context.Context) (controlapi.Status, error) {
 				st := enabledStatus()
 				st.FastPath, st.FastPathOff = false, "nat: fast path: operation not supported"
 				return st, nil
@@ -126,15 +128,15 @@ func TestDiagnose(t *testing.T) {
 		}, with(7, "FAIL  GRE fast path: off, GRE goes through the ip table and the firewall, more slowly: nat: fast path: operation not supported",
 			"      fix: the kernel needs nftables' netdev family and fwd (OpenWrt: kmod-nft-netdev; CONFIG_NETFILTER_INGRESS, CONFIG_NF_TABLES_NETDEV, CONFIG_NFT_FWD_NETDEV), then restart pptp-alg")},
 		{"fast path turned off", func(s *system) {
-			s.daemon = func(context.Context) (Status, error) {
+			s.daemon = func(context.Context) (controlapi.Status, error) {
 				st := enabledStatus()
 				st.FastPath, st.FastPathOff = false, "turned off"
 				return st, nil
 			}
 		}, with(7, "ok    GRE fast path: turned off (--fast-path=false): GRE goes through the ip table and the firewall")},
 		{"no daemon", func(s *system) {
-			s.daemon = func(context.Context) (Status, error) {
-				return Status{}, errors.New("connect: no such file or directory")
+			s.daemon = func(context.Context) (controlapi.Status, error) {
+				return controlapi.Status{}, errors.New("connect: no such file or directory")
 			}
 			s.tryTable = func(port uint16) error {
 				if port != 1724 {
@@ -161,7 +163,9 @@ func TestDiagnose(t *testing.T) {
 			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, eperm }
 			s.tryTable = func(uint16) error { return eperm }
 			s.conntrack = func() error { return eperm }
-			s.daemon = func(context.Context) (Status, error) { return Status{}, fmt.Errorf("dial: %w", unix.EACCES) }
+			s.daemon = func(context.Context) (controlapi.Status, error) {
+				return controlapi.Status{}, fmt.Errorf("dial: %w", unix.EACCES)
+			}
 		}, []string{
 			"FAIL  nftables: cannot read the ruleset: nat: list tables: operation not permitted",
 			"      fix: " + fixRoot,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
@@ -67,20 +68,10 @@ func helperEffect(h nat.HelperRule) string {
 		"stopped or disabled, and those tunnels lose their GRE when pptp-alg starts"
 }
 
-// HelperUse is where the kernel's PPTP helper is assigned, as status
-// reports it.
-type HelperUse struct {
-	Where string `json:"where"` // table, chain and hooks
-	// SeesRelayedConnections: the helper can land on a connection that
-	// pptp-alg relays, which it then refuses.
-	SeesRelayedConnections bool   `json:"sees_relayed_connections"`
-	Fix                    string `json:"fix"`
-}
-
-func helperUses(rs nat.Ruleset) []HelperUse {
-	uses := []HelperUse{}
+func helperUses(rs nat.Ruleset) []controlapi.HelperUse {
+	uses := []controlapi.HelperUse{}
 	for _, h := range rs.PPTPHelper {
-		uses = append(uses, HelperUse{Where: helperWhere(h), SeesRelayedConnections: h.SeesRelayedConnections(), Fix: helperFix(h)})
+		uses = append(uses, controlapi.HelperUse{Where: helperWhere(h), SeesRelayedConnections: h.SeesRelayedConnections(), Fix: helperFix(h)})
 	}
 	return uses
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 )
 
 var mappingsHelp = help{
@@ -40,20 +42,20 @@ func runMappings(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := parseFlags(fs, mappingsHelp, args, stdout); done || err != nil {
 		return err
 	}
-	var ms []Mapping
-	if err := ask(ctx, *socket, "mappings", &ms); err != nil {
+	var ms []controlapi.Mapping
+	if err := controlapi.Ask(ctx, *socket, controlapi.RequestMappings, &ms); err != nil {
 		return err
 	}
 	if *asJSON {
 		if ms == nil {
-			ms = []Mapping{}
+			ms = []controlapi.Mapping{}
 		}
 		return printJSON(stdout, ms)
 	}
 	return printMappings(stdout, ms, time.Now())
 }
 
-func printMappings(w io.Writer, ms []Mapping, now time.Time) error {
+func printMappings(w io.Writer, ms []controlapi.Mapping, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tCALL-ID\tSERVER\tSERVER-ID\tNAT-ID\tSTATE\tPKTS-OUT\tBYTES-OUT\tPKTS-IN\tBYTES-IN\tAGE")
 	for _, m := range ms {

@@ -7,46 +7,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
-// Status is the daemon's state as `pptp-alg status --json` prints it.
-type Status struct {
-	Version string   `json:"version"`
-	Enabled bool     `json:"enabled"`
-	LAN     []string `json:"lan"`
-	WAN     string   `json:"wan"`
-	// WANAddr is the address calls leave from; "" while disabled.
-	WANAddr   string `json:"wan_addr"`
-	RelayPort int    `json:"relay_port"`
-	Table     string `json:"table"` // nftables table, family ip
-	// FastPath says whether known calls' GRE is forwarded from ingress
-	// (the netdev table of the same name); FastPathOff says why not.
-	FastPath           bool     `json:"fast_path"`
-	FastPathOff        string   `json:"fast_path_off,omitempty"`
-	ControlConnections int      `json:"control_connections"`
-	Calls              int      `json:"calls"`
-	KernelFeatures     []string `json:"kernel_features"`
-	// KernelPPTPHelper lists where a rule assigns the kernel's own PPTP
-	// helper; empty when none does.
-	KernelPPTPHelper []HelperUse `json:"kernel_pptp_helper"`
-	// RulesetError says why KernelPPTPHelper could not be found out.
-	RulesetError string `json:"ruleset_error,omitempty"`
-}
-
-// toggleReply answers enable and disable.
-type toggleReply struct {
-	Changed bool `json:"changed"`
-	// CallsReleased counts the calls a disable ended.
-	CallsReleased int    `json:"calls_released"`
-	Status        Status `json:"status"`
-}
-
-func (d *daemon) status() Status {
+func (d *daemon) status() controlapi.Status {
 	d.mu.Lock()
-	st := Status{
+	st := controlapi.Status{
 		Version:        version,
 		Enabled:        d.gw != nil,
 		LAN:            d.cfg.lan,
@@ -72,31 +40,6 @@ func (d *daemon) status() Status {
 	}
 	st.KernelPPTPHelper = helperUses(rs)
 	return st
-}
-
-func (d *daemon) toggle(on bool) (toggleReply, error) {
-	var r toggleReply
-	start := time.Now()
-	if on {
-		changed, err := d.enable()
-		if err != nil {
-			return r, fmt.Errorf("enable: %w", err)
-		}
-		if r.Changed = changed; changed {
-			d.log.Info("enabled by request", "took", time.Since(start).Round(time.Microsecond))
-		}
-	} else {
-		changed, calls, err := d.disable()
-		if err != nil {
-			return r, fmt.Errorf("disable: %w", err)
-		}
-		if r.Changed = changed; changed {
-			d.log.Info("disabled by request", "calls_released", calls, "took", time.Since(start).Round(time.Microsecond))
-		}
-		r.CallsReleased = calls
-	}
-	r.Status = d.status()
-	return r, nil
 }
 
 var statusHelp = help{
@@ -131,8 +74,8 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := parseFlags(fs, statusHelp, args, stdout); done || err != nil {
 		return err
 	}
-	var st Status
-	if err := ask(ctx, *socket, "status", &st); err != nil {
+	var st controlapi.Status
+	if err := controlapi.Ask(ctx, *socket, controlapi.RequestStatus, &st); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -154,7 +97,7 @@ func ingressDevices(wan string, lan []string) string {
 	return strings.Join(append([]string{wan}, lan...), ", ")
 }
 
-func printStatus(w io.Writer, st Status) {
+func printStatus(w io.Writer, st controlapi.Status) {
 	state := "enabled"
 	if !st.Enabled {
 		state = "disabled: PPTP passes the firewall untranslated ('pptp-alg enable' turns it back on)"
@@ -201,67 +144,4 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
-}
-
-var enableHelp = help{
-	synopsis: "pptp-alg enable [--socket PATH]",
-	about: `
-Turn translation back on after 'pptp-alg disable', without a restart: the
-daemon installs its nftables table again (the redirect of LAN tcp/1723 to
-its relay, and the GRE maps) and accepts control connections. Tunnels
-opened while it was disabled were carried by whatever the firewall does
-instead; their GRE is dropped from now on, and they must reconnect.
-Enabling an enabled daemon changes nothing.`,
-	exit: `
-0  enabled, or already enabled
-1  the daemon cannot be reached, or could not enable (the reason is printed)
-2  a bad flag`,
-	example: `pptp-alg enable`,
-}
-
-var disableHelp = help{
-	synopsis: "pptp-alg disable [--socket PATH]",
-	about: `
-Stop translating PPTP without stopping the daemon: it closes every relayed
-control connection, releasing their calls, and deletes its nftables table,
-so no rule of its own is left. New control connections are no longer
-redirected: PPTP falls back to whatever the firewall does (with fw4 and no
-kernel helper, that means no tunnel works). 'pptp-alg enable' brings
-everything back. The daemon keeps running and answering status. Disabling
-a disabled daemon changes nothing. A restart starts it enabled.`,
-	exit: `
-0  disabled, or already disabled
-1  the daemon cannot be reached, or could not remove its table
-2  a bad flag`,
-	example: `pptp-alg disable && nft list table ip pptp_alg  # no such table`,
-}
-
-func runToggle(ctx context.Context, cmd string, args []string, stdout io.Writer) error {
-	h := enableHelp
-	if cmd == "disable" {
-		h = disableHelp
-	}
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	socket := fs.String("socket", defaultSocket, "control socket `path` of the daemon")
-	if done, err := parseFlags(fs, h, args, stdout); done || err != nil {
-		return err
-	}
-	var r toggleReply
-	if err := ask(ctx, *socket, cmd, &r); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, toggleText(cmd, r))
-	return nil
-}
-
-func toggleText(cmd string, r toggleReply) string {
-	switch {
-	case !r.Changed:
-		return "pptp-alg: already " + cmd + "d"
-	case cmd == "enable":
-		return fmt.Sprintf("pptp-alg: enabled; nftables table ip %s installed", r.Status.Table)
-	default:
-		return fmt.Sprintf("pptp-alg: disabled; nftables table ip %s removed, %s released",
-			r.Status.Table, plural(r.CallsReleased, "call"))
-	}
 }

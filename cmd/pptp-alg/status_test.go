@@ -8,23 +8,25 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 )
 
-func enabledStatus() Status {
-	return Status{
+func enabledStatus() controlapi.Status {
+	return controlapi.Status{
 		Version: "1.2.3", Enabled: true, LAN: []string{"br-lan", "br-guest"}, WAN: "wan", WANAddr: "203.0.113.1",
 		RelayPort: 1724, Table: "pptp_alg", ControlConnections: 1, Calls: 2, FastPath: true,
-		KernelFeatures: []string{"nftables", "ctnetlink"}, KernelPPTPHelper: []HelperUse{},
+		KernelFeatures: []string{"nftables", "ctnetlink"}, KernelPPTPHelper: []controlapi.HelperUse{},
 	}
 }
 
 func TestPrintStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		st   func(*Status)
+		st   func(*controlapi.Status)
 		want string
 	}{
-		{"enabled", func(*Status) {}, `pptp-alg 1.2.3: enabled
+		{"enabled", func(*controlapi.Status) {}, `pptp-alg 1.2.3: enabled
 LAN:          br-lan, br-guest
 WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
@@ -33,7 +35,7 @@ fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_a
 kernel:       nftables, ctnetlink
 PPTP helper:  not assigned
 `},
-		{"disabled", func(st *Status) {
+		{"disabled", func(st *controlapi.Status) {
 			st.Enabled, st.WANAddr, st.ControlConnections, st.Calls = false, "", 0, 0
 		}, `pptp-alg 1.2.3: disabled: PPTP passes the firewall untranslated ('pptp-alg enable' turns it back on)
 LAN:          br-lan, br-guest
@@ -43,7 +45,7 @@ carrying:     0 control connections, 0 calls
 kernel:       nftables, ctnetlink
 PPTP helper:  not assigned
 `},
-		{"fast path off", func(st *Status) {
+		{"fast path off", func(st *controlapi.Status) {
 			st.FastPath, st.FastPathOff = false, "WAN wan: interface not found"
 		}, `pptp-alg 1.2.3: enabled
 LAN:          br-lan, br-guest
@@ -54,8 +56,8 @@ fast path:    off, GRE goes through the ip table: WAN wan: interface not found
 kernel:       nftables, ctnetlink
 PPTP helper:  not assigned
 `},
-		{"helper after and before the redirect", func(st *Status) {
-			st.KernelPPTPHelper = []HelperUse{
+		{"helper after and before the redirect", func(st *controlapi.Status) {
+			st.KernelPPTPHelper = []controlapi.HelperUse{
 				{Where: "inet fw4 chain helper_lan (prerouting priority 0)"},
 				{Where: "ip x chain y (prerouting priority -150)", SeesRelayedConnections: true},
 			}
@@ -69,7 +71,7 @@ kernel:       nftables, ctnetlink
 PPTP helper:  assigned in inet fw4 chain helper_lan (prerouting priority 0); after pptp-alg's redirect ('pptp-alg doctor' gives the fix)
 PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
 `},
-		{"ruleset unreadable, no features", func(st *Status) {
+		{"ruleset unreadable, no features", func(st *controlapi.Status) {
 			st.RulesetError, st.KernelFeatures = "nat: list tables: operation not permitted", nil
 		}, `pptp-alg 1.2.3: enabled
 LAN:          br-lan, br-guest
@@ -94,7 +96,7 @@ PPTP helper:  unknown, cannot read the ruleset: nat: list tables: operation not 
 // TestStatusJSON: the field names are the ones status --help promises.
 func TestStatusJSON(t *testing.T) {
 	st := enabledStatus()
-	st.KernelPPTPHelper = []HelperUse{{Where: "w", Fix: "f"}}
+	st.KernelPPTPHelper = []controlapi.HelperUse{{Where: "w", Fix: "f"}}
 	st.FastPathOff = "why"
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -119,24 +121,5 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if got := string(fields["kernel_pptp_helper"]); got != `[{"where":"w","sees_relayed_connections":false,"fix":"f"}]` {
 		t.Errorf("kernel_pptp_helper = %s", got)
-	}
-}
-
-func TestToggleText(t *testing.T) {
-	st := enabledStatus()
-	for _, tc := range []struct {
-		cmd  string
-		r    toggleReply
-		want string
-	}{
-		{"enable", toggleReply{Changed: true, Status: st}, "pptp-alg: enabled; nftables table ip pptp_alg installed"},
-		{"enable", toggleReply{Status: st}, "pptp-alg: already enabled"},
-		{"disable", toggleReply{Changed: true, CallsReleased: 1, Status: st}, "pptp-alg: disabled; nftables table ip pptp_alg removed, 1 call released"},
-		{"disable", toggleReply{Changed: true, Status: st}, "pptp-alg: disabled; nftables table ip pptp_alg removed, 0 calls released"},
-		{"disable", toggleReply{}, "pptp-alg: already disabled"},
-	} {
-		if got := toggleText(tc.cmd, tc.r); got != tc.want {
-			t.Errorf("%s %+v: %q, want %q", tc.cmd, tc.r, got, tc.want)
-		}
 	}
 }

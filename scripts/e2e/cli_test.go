@@ -13,28 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
-
-// Status is `pptp-alg status --json`.
-type Status struct {
-	Version            string   `json:"version"`
-	Enabled            bool     `json:"enabled"`
-	LAN                []string `json:"lan"`
-	WAN                string   `json:"wan"`
-	WANAddr            string   `json:"wan_addr"`
-	RelayPort          int      `json:"relay_port"`
-	Table              string   `json:"table"`
-	ControlConnections int      `json:"control_connections"`
-	Calls              int      `json:"calls"`
-	KernelFeatures     []string `json:"kernel_features"`
-	KernelPPTPHelper   []struct {
-		Where                  string `json:"where"`
-		SeesRelayedConnections bool   `json:"sees_relayed_connections"`
-		Fix                    string `json:"fix"`
-	} `json:"kernel_pptp_helper"`
-	RulesetError string `json:"ruleset_error"`
-}
 
 // cli runs `pptp-alg CMD --socket S ARGS...` in the router and returns its
 // stdout and exit status; stderr goes into the error.
@@ -71,10 +52,10 @@ func (r *router) mustCLI(t *testing.T, cmd string, args ...string) string {
 	return out
 }
 
-func (r *router) status(t *testing.T) Status {
+func (r *router) status(t *testing.T) controlapi.Status {
 	t.Helper()
 	out := r.mustCLI(t, "status", "--json")
-	var st Status
+	var st controlapi.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}

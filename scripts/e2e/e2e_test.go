@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
 
@@ -59,21 +60,6 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// Mapping is one element of `pptp-alg mappings --json`.
-type Mapping struct {
-	Client       string    `json:"client"`
-	ClientCallID int       `json:"client_call_id"`
-	Server       string    `json:"server"`
-	ServerCallID int       `json:"server_call_id"`
-	NATCallID    int       `json:"nat_call_id"`
-	Established  bool      `json:"established"`
-	PacketsIn    uint64    `json:"packets_in"`
-	PacketsOut   uint64    `json:"packets_out"`
-	BytesIn      uint64    `json:"bytes_in"`
-	BytesOut     uint64    `json:"bytes_out"`
-	Since        time.Time `json:"since"`
 }
 
 // router is a lab whose router runs the real daemon.
@@ -128,13 +114,13 @@ func newRouter(t *testing.T, hosts int, fw lab.Firewall, daemonArgs ...string) *
 	return r
 }
 
-func (r *router) mappings(t *testing.T) []Mapping {
+func (r *router) mappings(t *testing.T) []controlapi.Mapping {
 	t.Helper()
 	out, err := r.Run(context.Background(), r.Router, algBin, "mappings", "--json", "--socket", r.socket)
 	if err != nil {
 		t.Fatalf("mappings --json: %v", err)
 	}
-	var ms []Mapping
+	var ms []controlapi.Mapping
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
 		t.Fatalf("mappings --json: %v\n%s", err, out)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
 
@@ -79,7 +80,7 @@ func TestLuciRPCDPlugin(t *testing.T) {
 	// Held until the test ends: the disable below ends them from our side.
 	r.holdSim(t, r.Hosts[0], "--call-ids", "7,8", "--pings", "2")
 	got = r.rpcdPlugin(t, "{}", "call", "mappings")
-	var viaPlugin []Mapping
+	var viaPlugin []controlapi.Mapping
 	if err := json.Unmarshal(got["mappings"], &viaPlugin); err != nil {
 		t.Fatalf("call mappings: %v: %s", err, jsonText(got))
 	}
@@ -93,7 +94,7 @@ func TestLuciRPCDPlugin(t *testing.T) {
 			t.Errorf("call %d: counters went backwards: plugin %+v, daemon %+v", i, viaPlugin[i], direct[i])
 		}
 	}
-	counters := func(m Mapping) Mapping {
+	counters := func(m controlapi.Mapping) controlapi.Mapping {
 		m.PacketsIn, m.PacketsOut, m.BytesIn, m.BytesOut = 0, 0, 0, 0
 		return m
 	}

@@ -6,7 +6,6 @@ package e2e
 // namespaces through lab.Do. PPTP_ALG_LONG=1 makes the churn big.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
 
@@ -277,11 +277,8 @@ func (r *router) stats(t testing.TB) daemonStats {
 		t.Fatal(err)
 	}
 	s.FDs = len(fds)
-	var dbg struct {
-		Goroutines int    `json:"goroutines"`
-		HeapAlloc  uint64 `json:"heap_alloc"`
-	}
-	if err := r.ask("debug", &dbg); err != nil || dbg.Goroutines == 0 {
+	var dbg controlapi.Debug
+	if err := r.ask(controlapi.RequestDebug, &dbg); err != nil || dbg.Goroutines == 0 {
 		t.Fatalf("debug request: %+v, %v", dbg, err)
 	}
 	s.Goroutines, s.HeapKiB = dbg.Goroutines, int(dbg.HeapAlloc>>10)
@@ -290,18 +287,9 @@ func (r *router) stats(t testing.TB) daemonStats {
 
 // ask sends one request on the control socket, as the CLI does.
 func (r *router) ask(request string, v any) error {
-	c, err := net.DialTimeout("unix", r.socket, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintln(c, request)
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(line, v)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return controlapi.Ask(ctx, r.socket, request, v)
 }
 
 // waitLog waits up to 10 s for a daemon log line matching re.
@@ -1401,8 +1389,8 @@ func TestFaultKillRestart(t *testing.T) {
 	if r.daemon, err = r.Start("pptp-alg", r.Router, nil, args...); err != nil {
 		t.Fatal(err)
 	}
-	var dbg map[string]any
-	for r.ask("debug", &dbg) != nil {
+	var dbg controlapi.Debug
+	for r.ask(controlapi.RequestDebug, &dbg) != nil {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("restarted daemon does not answer; output:\n%s", r.daemon.Output())
 		}
