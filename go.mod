@@ -3,7 +3,6 @@ module github.com/pptp-alg/pptp-alg
 go 1.26
 
 require (
-	github.com/florianl/go-conntrack v0.6.0
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0
 	github.com/gopacket/gopacket v1.7.7

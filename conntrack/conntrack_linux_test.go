@@ -15,7 +15,7 @@ import (
 
 // inNewNetns runs f on a thread of its own in a fresh network namespace.
 // The thread is never unlocked, so Go retires it when f returns.
-func inNewNetns(t *testing.T, f func()) {
+func inNewNetns(t testing.TB, f func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, nftables, ctnetlink)")
@@ -98,12 +98,36 @@ func TestRedirectedConnection(t *testing.T) {
 				t.Errorf("OriginalDst = %v, %v; want %s", got, err, tc.dst)
 			}
 			client := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			// A reply left on the socket by an earlier request (one that
+			// timed out) must not be taken for this one's: ask about a
+			// missing entry without reading the answer.
+			stale, err := getRequest(netip.MustParseAddrPort("127.0.0.9:1"), netip.MustParseAddrPort("127.0.0.9:2"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.c.Send(stale); err != nil {
+				t.Fatal(err)
+			}
 			helper, err := tr.Helper(client, got)
 			if err != nil || helper != tc.wantHelper {
 				t.Errorf("Helper(%v -> %v) = %q, %v; want %q", client, got, helper, err, tc.wantHelper)
 			}
 			c.Close()
 			s.Close()
+		}
+
+		// A connection conntrack has no entry for has no helper.
+		for _, tc := range []struct{ src, dst string }{
+			{"127.0.0.9:4000", "127.0.0.2:1723"},
+			{"0.0.0.0:0", "0.0.0.0:0"}, // the daemon's start-up probe
+		} {
+			helper, err := tr.Helper(netip.MustParseAddrPort(tc.src), netip.MustParseAddrPort(tc.dst))
+			if err != nil || helper != "" {
+				t.Errorf("Helper(%s -> %s) with no entry = %q, %v; want \"\", nil", tc.src, tc.dst, helper, err)
+			}
+		}
+		if _, err := tr.Helper(netip.MustParseAddrPort("[::1]:4000"), netip.MustParseAddrPort("[::1]:1723")); err == nil {
+			t.Error("Helper of an IPv6 connection: no error")
 		}
 	})
 }

@@ -157,7 +157,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("%v (needs ctnetlink)", err)
 	}
 	defer tracker.Close()
-	// One dump now, rather than every control connection refused later.
+	// One lookup now, rather than every control connection refused later.
 	if _, err := tracker.Helper(netip.AddrPort{}, netip.AddrPort{}); err != nil {
 		return usagef("%v (needs root and ctnetlink: nf_conntrack_netlink)", err)
 	}

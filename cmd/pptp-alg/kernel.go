@@ -13,7 +13,7 @@ import (
 // start-up, for status, and for doctor.
 
 // kernelFeatures are what a running daemon has shown the kernel to have:
-// its table installed (nat.Open) and a conntrack dump answered.
+// its table installed (nat.Open) and a conntrack lookup answered.
 var kernelFeatures = []string{
 	"nftables", "nftables maps", "nftables concatenations", "nftables notrack", "nftables redirect", "ctnetlink",
 }
