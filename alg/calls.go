@@ -62,6 +62,12 @@ type natKey struct {
 	natID  uint16
 }
 
+// outboundKey is what an established call's outbound half is keyed by.
+type outboundKey struct {
+	client, server netip.Addr
+	serverID       uint16
+}
+
 // Table owns every call through the router: the call-ID spaces toward each
 // server, the per-client counts that enforce Limits, and the data-plane
 // entries behind each call. Sessions call into it under its mutex.
@@ -74,6 +80,7 @@ type Table struct {
 	mu          sync.Mutex
 	ids         map[netip.Addr]*callIDSpace // by server
 	calls       map[natKey]*call
+	outbound    map[outboundKey]*call // established calls, by their outbound half
 	clientCalls map[netip.Addr]int
 	clientConns map[netip.Addr]int
 	sessions    int
@@ -91,6 +98,7 @@ func NewTable(dp DataPlane, limits Limits, log *slog.Logger) *Table {
 		now:         time.Now,
 		ids:         make(map[netip.Addr]*callIDSpace),
 		calls:       make(map[natKey]*call),
+		outbound:    make(map[outboundKey]*call),
 		clientCalls: make(map[netip.Addr]int),
 		clientConns: make(map[netip.Addr]int),
 	}
@@ -188,12 +196,20 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 }
 
 // establish records the server's call ID and opens the outbound half.
+// A call released since the caller found it (an expiry, the session's
+// close) is left alone: nothing would delete its outbound half.
 func (s *Session) establish(c *call, serverID uint16) error {
 	t := s.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.closed || c.Established {
+	if s.closed || c.Established || t.calls[natKey{c.Server, c.NATCallID}] != c {
 		return nil
+	}
+	key := outboundKey{s.Client, s.Server, serverID}
+	if other := t.outbound[key]; other != nil {
+		// The outbound half is keyed without the call: two calls cannot
+		// share it, and releasing one would cut the other's GRE.
+		return fmt.Errorf("server call ID %d is already in use by this client's call %d", serverID, other.ClientCallID)
 	}
 	if err := t.dp.AddOutbound(s.Client, s.Server, serverID); err != nil {
 		return err
@@ -201,6 +217,7 @@ func (s *Session) establish(c *call, serverID uint16) error {
 	c.ServerCallID = serverID
 	c.Established = true
 	c.lastActive = t.now()
+	t.outbound[key] = c
 	return nil
 }
 
@@ -266,6 +283,7 @@ func (t *Table) releaseLocked(c *call, why string) {
 		t.log.Warn("delete inbound GRE mapping", "server", c.Server, "nat_call_id", c.NATCallID, "err", err)
 	}
 	if c.Established {
+		delete(t.outbound, outboundKey{c.Client, c.Server, c.ServerCallID})
 		if err := t.dp.DeleteOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
 			t.log.Warn("delete outbound GRE mapping", "client", c.Client, "server", c.Server, "server_call_id", c.ServerCallID, "err", err)
 		}
