@@ -23,8 +23,11 @@ type Relay struct {
 	Table *Table
 	// OriginalDst returns where the client meant to connect.
 	OriginalDst func(net.Conn) (netip.AddrPort, error)
-	// Dial opens the connection to the server, from the WAN address.
-	Dial func(ctx context.Context, server netip.AddrPort) (net.Conn, error)
+	// Dial opens the connection to the server. from is the zero Addr for a
+	// LAN client (dial from the WAN address) and the client's own address
+	// for one of the router's own connections, which the server must see
+	// come from the address the router's GRE leaves from.
+	Dial func(ctx context.Context, from netip.Addr, server netip.AddrPort) (net.Conn, error)
 	// Check, when set, vets an accepted connection before it is relayed;
 	// an error refuses it.
 	Check func(client, dst netip.AddrPort) error
@@ -142,8 +145,16 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	}
 	defer s.Close()
 
+	// The router's own connections reach the relay through a redirect in
+	// the output hook, which takes them to the loopback address; the LAN's
+	// arrive at the LAN interface's address.
+	var own netip.Addr
+	if addrPortOf(client.LocalAddr()).Addr().IsLoopback() {
+		own = from.Addr()
+		log = log.With("router", true)
+	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	server, err := r.Dial(dctx, dst)
+	server, err := r.Dial(dctx, own, dst)
 	cancel()
 	if err != nil {
 		log.Warn("control connection dropped: cannot reach server", "err", err)

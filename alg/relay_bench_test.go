@@ -99,7 +99,7 @@ func benchRelayAddr(b *testing.B) string {
 	r := &Relay{
 		Table:       NewTable(newFakePlane(), limits, nil),
 		OriginalDst: func(net.Conn) (netip.AddrPort, error) { return serverAddr, nil },
-		Dial: func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+		Dial: func(ctx context.Context, _ netip.Addr, s netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp4", s.String())
 		},

@@ -102,7 +102,7 @@ func startRelayWith(t *testing.T, r *Relay, server netip.AddrPort) net.Addr {
 		r.OriginalDst = func(net.Conn) (netip.AddrPort, error) { return server, nil }
 	}
 	if r.Dial == nil {
-		r.Dial = func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+		r.Dial = func(ctx context.Context, _ netip.Addr, s netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp4", s.String())
 		}
@@ -331,7 +331,7 @@ func TestRelayCloseNotFrom(t *testing.T) {
 	// a WAN address that changed in between.
 	var dials int
 	var mu sync.Mutex
-	r := &Relay{Table: tab, Dial: func(ctx context.Context, s netip.AddrPort) (net.Conn, error) {
+	r := &Relay{Table: tab, Dial: func(ctx context.Context, _ netip.Addr, s netip.AddrPort) (net.Conn, error) {
 		mu.Lock()
 		dials++
 		local := netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + dials)})

@@ -19,10 +19,22 @@
 //	gre_in:  server . NAT call ID         -> client . client call ID (WAN to LAN)
 //	gre_out: client . server . server call ID                       (LAN to WAN check)
 //
-// A LAN host may send GRE only for its own calls, and GRE from the WAN with an
-// unknown key is dropped silently: an ICMP error makes the server abort the
-// call. gre_postrouting then rewrites the source of outbound GRE to the WAN
+// pptp-alg owns only the calls it relays. GRE that matches none of them goes
+// on to conntrack, the firewall and the local stack as if pptp-alg were not
+// running (the router's own PPTP server, a port-forwarded server on the LAN),
+// except GRE from a LAN host that carries another client's relayed call
+// (set gre_calls: server . server call ID), which is dropped. A relayed
+// call's inbound entries exist before its request reaches the server, so its
+// GRE never meets the firewall's ICMP errors, which make a server abort.
+// gre_postrouting then rewrites the source of outbound GRE to the WAN
 // address.
+//
+// relay_prerouting skips connections to the router's own addresses (fib
+// daddr type local). relay_output, with Config.RouterCalls, redirects the
+// router's own control connections out of the WAN to the relay as well, all
+// but the relay's own (Config.RelayMark), so that the router's calls take
+// call IDs from the same table as the LAN's; their inbound GRE is translated
+// in gre_from_wan and delivered locally, never by the fast path.
 //
 // The fast path (fastpath.go) hooks the ingress of the WAN and each LAN and
 // forwards the GRE of calls it holds straight to the other side with nft's

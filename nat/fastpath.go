@@ -526,10 +526,16 @@ func (p *Plane) fastInElements(server netip.Addr, natID uint16, client netip.Add
 }
 
 // fastOutElement is the fast path's gre_out element for a call, or nil if
-// the fast path is off or the server is not reached through the WAN.
-// p.mu is held.
+// the fast path is off, the server is not reached through the WAN, or the
+// client is not reached through a LAN. The router's own calls stay off it
+// (a local address has no unicast route): their GRE never enters a LAN
+// ingress, and a LAN host forging the router's address must meet the
+// routing's martian-source check, which fwd would skip. p.mu is held.
 func (p *Plane) fastOutElement(client, server netip.Addr, serverID uint16) *nftables.SetElement {
 	if !p.fast.on || !p.fast.links.wanAddr.IsValid() {
+		return nil
+	}
+	if c := p.routeTo(client); !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == c.OIF }) {
 		return nil
 	}
 	r := p.routeTo(server)

@@ -667,8 +667,15 @@ func TestFastPathDelete(t *testing.T) {
 	}
 	l.srvGRE.send(t, wanAddr.As4(), greV1(fastNATID, 2, "after"))
 	noGRE(t, l.lanGRE, "LAN host, after the delete")
+	// The LAN host's GRE is ordinary forwarded GRE now: it may reach the
+	// server (this router has no NAT), but not translated, from the WAN
+	// address.
 	l.lanGRE.send(t, serverIP.As4(), greV1(fastServerID, 2, "after"))
-	noGRE(t, l.srvGRE, "server, after the delete")
+	if b, err := l.srvGRE.recv(300 * time.Millisecond); err == nil {
+		if p, perr := parseIP(b); perr != nil || p.src == wanAddr {
+			t.Errorf("server, after the delete: got % x translated to the WAN address", b)
+		}
+	}
 }
 
 // TestFastPathAdder: a call's fast path elements follow its ip table
@@ -732,8 +739,8 @@ func TestFastPathAdder(t *testing.T) {
 		t.Fatal(err)
 	}
 	addPendingNow(l.p)
-	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 1 || len(e["ip gre_in"]) != 1 {
-		t.Errorf("elements for a client off the LAN: %v; want it in the ip table, only its outbound in the fast path", e)
+	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 0 || len(e["ip gre_in"]) != 1 {
+		t.Errorf("elements for a client off the LAN: %v; want it in the ip table only", e)
 	}
 	if err := l.p.DeleteInbound(serverIP, 900); err != nil {
 		t.Fatal(err)
@@ -743,6 +750,26 @@ func TestFastPathAdder(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, l.elements(t)); diff != "" {
 		t.Errorf("elements after the call off the LAN (-want +got):\n%s", diff)
+	}
+
+	// The router's own call (client: its WAN address) stays off the fast
+	// path both ways: its GRE is delivered locally, and a LAN host forging
+	// the router's address would pass fwd unchecked.
+	if err := l.p.AddInbound(serverIP, 901, wanAddr, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.AddOutbound(wanAddr, serverIP, 901); err != nil {
+		t.Fatal(err)
+	}
+	addPendingNow(l.p)
+	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 0 || len(e["ip gre_in"]) != 1 {
+		t.Errorf("elements for the router's own call: %v; want it in the ip table only", e)
+	}
+	if err := l.p.DeleteInbound(serverIP, 901); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.DeleteOutbound(wanAddr, serverIP, 901); err != nil {
+		t.Fatal(err)
 	}
 	l.p.mu.Lock()
 	dirty := l.p.fast.dirty

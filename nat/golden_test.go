@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -159,6 +160,22 @@ var (
 			value(unix.NFTA_BITWISE_MASK, raw("2007ffff")), value(unix.NFTA_BITWISE_XOR, raw("00000000"))),
 		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("2001880b"))),
 	)
+	// tcp dport 1723:
+	// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
+	// [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 1723 ]
+	gTCP1723 = cat(
+		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
+		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
+		ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
+			u32(unix.NFTA_PAYLOAD_OFFSET, 2), u32(unix.NFTA_PAYLOAD_LEN, 2)),
+		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06bb"))),
+	)
+	// redirect to :11723:
+	// [ immediate reg 1 11723 ] [ redir proto_min reg 1 flags 0x2 ]
+	gRedirect = cat(
+		ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 1), value(unix.NFTA_IMMEDIATE_DATA, raw("2dcb"))),
+		ex("redir", u32(unix.NFTA_REDIR_REG_PROTO_MIN, 1), u32(unix.NFTA_REDIR_FLAGS, unix.NF_NAT_RANGE_PROTO_SPECIFIED)),
+	)
 	// [ notrack ]
 	gNotrack = ex("notrack")
 	// [ immediate reg 0 accept ]
@@ -219,12 +236,36 @@ func cat(parts ...[]byte) []byte {
 	return b
 }
 
+// gAddCall and gDeleteCall add and delete 203.0.113.2 . 0x1234 in
+// gre_calls, the mark of a relayed call.
+var (
+	gAddCall = wantMsg{"add element ip pptp_alg gre_calls { 203.0.113.2 . 4660 }", msgNewSetElem, fCreate, ip(
+		str(unix.NFTA_SET_ELEM_LIST_SET, "gre_calls"),
+		u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 6),
+		str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),
+		nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nest(1,
+			value(unix.NFTA_SET_ELEM_KEY, raw("cb007102 1234 0000")), // server . server call ID
+		)),
+	)}
+	gDeleteCall = wantMsg{"delete element ip pptp_alg gre_calls { 203.0.113.2 . 4660 }", msgDelSetElem, fCreate, ip(
+		str(unix.NFTA_SET_ELEM_LIST_SET, "gre_calls"),
+		u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 6),
+		str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),
+		nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nest(1,
+			value(unix.NFTA_SET_ELEM_KEY, raw("cb007102 1234 0000")),
+		)),
+	)}
+)
+
 // goldenConfig is the router of every golden test.
 var goldenConfig = Config{
 	LAN:       []string{"lan0", "lan1"},
 	WAN:       "wan0",
 	WANAddr:   netip.MustParseAddr("203.0.113.1"), // cb007101
 	RelayPort: 11723,                              // 0x2dcb
+	// The router's own calls relayed too: relay_output.
+	RouterCalls: true,
+	RelayMark:   0x20000000,
 }
 
 // goldenOpen is the batch Open and Reinstall send for goldenConfig.
@@ -286,6 +327,14 @@ var goldenOpen = []wantMsg{
 		u32(unix.NFTA_SET_ID, 3),
 		nest(nftaSetExpr, str(unix.NFTA_EXPR_NAME, "counter"), attr(10)),
 	)},
+	{"add set ip pptp_alg gre_calls { type ipv4_addr . inet_service; }", msgNewSet, fCreate, ip(
+		str(unix.NFTA_SET_TABLE, "pptp_alg"),
+		str(unix.NFTA_SET_NAME, "gre_calls"),
+		u32(unix.NFTA_SET_FLAGS, 0),
+		u32(unix.NFTA_SET_KEY_TYPE, 7<<6|13), // ipv4_addr . inet_service
+		u32(unix.NFTA_SET_KEY_LEN, 8),
+		u32(unix.NFTA_SET_ID, 6),
+	)},
 	{"add chain ip pptp_alg gre_prerouting { type filter hook prerouting priority raw; policy accept; }", msgNewChain, fCreate, ip(
 		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
 		str(unix.NFTA_CHAIN_NAME, "gre_prerouting"),
@@ -321,6 +370,13 @@ var goldenOpen = []wantMsg{
 		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_LOCAL_IN), u32(unix.NFTA_HOOK_PRIORITY, 0xfffffffb)), // -5
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
 		str(unix.NFTA_CHAIN_TYPE, "filter"),
+	)},
+	{"add chain ip pptp_alg relay_output { type nat hook output priority dstnat - 5; policy accept; }", msgNewChain, fCreate, ip(
+		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+		str(unix.NFTA_CHAIN_NAME, "relay_output"),
+		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_LOCAL_OUT), u32(unix.NFTA_HOOK_PRIORITY, 0xffffff97)), // -105
+		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
+		str(unix.NFTA_CHAIN_TYPE, "nat"),
 	)},
 	{"add map ip pptp_alg gre_iifs { type ifname : verdict; size 3; }", msgNewSet, fCreate, ip(
 		str(unix.NFTA_SET_TABLE, "pptp_alg"),
@@ -381,11 +437,6 @@ var goldenOpen = []wantMsg{
 			gAccept,
 		),
 	)},
-	{`add rule ip pptp_alg gre_from_wan drop`, msgNewRule, fRule, ip(
-		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
-		str(unix.NFTA_RULE_CHAIN, "gre_from_wan"),
-		nest(unix.NFTA_RULE_EXPRESSIONS, gDrop),
-	)},
 	{`add rule ip pptp_alg gre_from_lan ip saddr . ip daddr . @th,48,16 @gre_out notrack accept`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "gre_from_lan"),
@@ -405,10 +456,20 @@ var goldenOpen = []wantMsg{
 			gAccept,
 		),
 	)},
-	{`add rule ip pptp_alg gre_from_lan drop`, msgNewRule, fRule, ip(
+	{`add rule ip pptp_alg gre_from_lan ip daddr . @th,48,16 @gre_calls drop`, msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "gre_from_lan"),
-		nest(unix.NFTA_RULE_EXPRESSIONS, gDrop),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
+			// [ payload load 4b @ network header + 16 => reg 8 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 8), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 16), u32(unix.NFTA_PAYLOAD_LEN, 4)),
+			// [ payload load 2b @ transport header + 6 => reg 9 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 9), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 6), u32(unix.NFTA_PAYLOAD_LEN, 2)),
+			// [ lookup reg 8 set gre_calls ]
+			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 8), str(unix.NFTA_LOOKUP_SET, "gre_calls"), u32(unix.NFTA_LOOKUP_SET_ID, 6)),
+			gDrop,
+		),
 	)},
 	{`add rule ip pptp_alg gre_postrouting ip protocol gre oifname "wan0" ct state untracked ` +
 		`ip saddr != 203.0.113.1 ip saddr set 203.0.113.1`, msgNewRule, fRule, ip(
@@ -416,22 +477,17 @@ var goldenOpen = []wantMsg{
 		str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
 		gSNAT("cb007101"),
 	)},
-	{"add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 redirect to :11723", msgNewRule, fRule, ip(
+	{"add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :11723", msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "relay_prerouting"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
 			gIifLAN,
-			// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
-			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
-			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
-			// [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 1723 ]
-			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
-				u32(unix.NFTA_PAYLOAD_OFFSET, 2), u32(unix.NFTA_PAYLOAD_LEN, 2)),
-			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06bb"))),
-			// [ immediate reg 1 11723 ]
-			ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 1), value(unix.NFTA_IMMEDIATE_DATA, raw("2dcb"))),
-			// [ redir proto_min reg 1 flags 0x2 ]
-			ex("redir", u32(unix.NFTA_REDIR_REG_PROTO_MIN, 1), u32(unix.NFTA_REDIR_FLAGS, unix.NF_NAT_RANGE_PROTO_SPECIFIED)),
+			gTCP1723,
+			// [ fib daddr type => reg 1 ] [ cmp neq reg 1 local ]
+			// The type is a host-order register, hence h32.
+			ex("fib", u32(unix.NFTA_FIB_DREG, 1), u32(unix.NFTA_FIB_FLAGS, unix.NFTA_FIB_F_DADDR), u32(unix.NFTA_FIB_RESULT, unix.NFT_FIB_RESULT_ADDRTYPE)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_NEQ), value(unix.NFTA_CMP_DATA, h32(unix.RTN_LOCAL))),
+			gRedirect,
 		),
 	)},
 	{"add rule ip pptp_alg relay_input tcp dport 11723 ct status & dnat == 0 drop", msgNewRule, fRule, ip(
@@ -452,6 +508,24 @@ var goldenOpen = []wantMsg{
 				value(unix.NFTA_BITWISE_MASK, h32(0x20)), value(unix.NFTA_BITWISE_XOR, h32(0))),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, h32(0))),
 			gDrop,
+		),
+	)},
+	{`add rule ip pptp_alg relay_output oifname "wan0" tcp dport 1723 meta mark & 0x20000000 == 0 redirect to :11723`, msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "relay_output"),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
+			// [ meta load oifname => reg 1 ] [ cmp eq reg 1 "wan0" ]
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ),
+				value(unix.NFTA_CMP_DATA, raw("77616e30 00000000 00000000 00000000"))),
+			gTCP1723,
+			// [ meta load mark => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x20000000 ) ^ 0 ] [ cmp eq reg 1 0 ]
+			// The mark is a host-order register, hence h32.
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_MARK), u32(unix.NFTA_META_DREG, 1)),
+			ex("bitwise", u32(unix.NFTA_BITWISE_SREG, 1), u32(unix.NFTA_BITWISE_DREG, 1), u32(unix.NFTA_BITWISE_LEN, 4),
+				value(unix.NFTA_BITWISE_MASK, h32(0x20000000)), value(unix.NFTA_BITWISE_XOR, h32(0))),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, h32(0))),
+			gRedirect,
 		),
 	)},
 	batchEnd,
@@ -615,7 +689,7 @@ func TestGoldenCalls(t *testing.T) {
 		{
 			name: "AddOutbound",
 			call: func(p *Plane) error { return p.AddOutbound(client, server, 0x1234) },
-			want: []wantMsg{batchBegin, {"add element ip pptp_alg gre_out { 192.168.1.10 . 203.0.113.2 . 4660 }", msgNewSetElem, fCreate, ip(
+			want: []wantMsg{batchBegin, gAddCall, {"add element ip pptp_alg gre_out { 192.168.1.10 . 203.0.113.2 . 4660 }", msgNewSetElem, fCreate, ip(
 				str(unix.NFTA_SET_ELEM_LIST_SET, "gre_out"),
 				u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 3),
 				str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),
@@ -876,5 +950,40 @@ func TestGoldenBuilder(t *testing.T) {
 		if diff := cmp.Diff(tt.fromNft, tt.encoded); diff != "" {
 			t.Errorf("%s: encoder (-nft +encoder):\n%s", tt.nft, diff)
 		}
+	}
+}
+
+// TestGoldenSharedServerCallID: two clients' calls with the same server and
+// server call ID share one gre_calls element, which goes with the last.
+func TestGoldenSharedServerCallID(t *testing.T) {
+	server := netip.MustParseAddr("203.0.113.2")
+	a, b := netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("192.168.1.11")
+	p, r := openGolden(t)
+	r.take()
+	steps := []struct {
+		name     string
+		call     func() error
+		withCall *wantMsg // the gre_calls message of the step, if any
+	}{
+		{"add a", func() error { return p.AddOutbound(a, server, 0x1234) }, &gAddCall},
+		{"add b", func() error { return p.AddOutbound(b, server, 0x1234) }, nil},
+		{"delete a", func() error { return p.DeleteOutbound(a, server, 0x1234) }, nil},
+		{"delete b", func() error { return p.DeleteOutbound(b, server, 0x1234) }, &gDeleteCall},
+	}
+	for _, s := range steps {
+		if err := s.call(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		var calls []netlink.Message
+		for _, m := range r.take() {
+			if bytes.Contains(m.Data, []byte("gre_calls\x00")) {
+				calls = append(calls, m)
+			}
+		}
+		var want []wantMsg
+		if s.withCall != nil {
+			want = append(want, *s.withCall)
+		}
+		t.Run(s.name, func(t *testing.T) { checkMessages(t, calls, want) })
 	}
 }

@@ -22,6 +22,12 @@ type Config struct {
 	WAN       string     // WAN interface name
 	WANAddr   netip.Addr // source address for outbound GRE
 	RelayPort uint16
+	// RouterCalls also redirects the router's own PPTP control
+	// connections out of the WAN to the relay, all but those whose socket
+	// carries RelayMark (the relay's own), so that the router's calls and
+	// the LAN's share one call-ID space toward each server.
+	RouterCalls bool
+	RelayMark   uint32
 	// FastPath also installs the netdev table that forwards the GRE of
 	// known calls from ingress (see CheckFastPath). If it cannot be
 	// installed, the ip table carries all GRE and FastPath says why.
@@ -60,6 +66,9 @@ func (c Config) check() (Config, error) {
 	}
 	if c.RelayPort == 0 {
 		return c, errors.New("no relay port")
+	}
+	if c.RouterCalls && c.RelayMark == 0 {
+		return c, errors.New("router calls relayed without a relay mark")
 	}
 	return c, nil
 }
@@ -105,6 +114,9 @@ type Plane struct {
 	obj  objects
 	dump dumper // for Counters, and the fast path's netns
 	fast fastState
+	// calls counts the gre_out elements behind each gre_calls element
+	// (server . server call ID): two clients' calls may share them.
+	calls map[[6]byte]int
 }
 
 // Open deletes any table of the same name left by an earlier run, then
@@ -145,6 +157,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 // path that fails is left off (FastPath says why); the ip table does not
 // need it.
 func (p *Plane) install() error {
+	p.calls = map[[6]byte]int{} // the caller adds its calls again
 	if err := p.obj.queueInstall(p.conn, p.cfg); err != nil {
 		return err
 	}
@@ -368,18 +381,42 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 		return err
 	}
 	el := nftables.SetElement{Key: outKey(c, s, serverID)}
+	call := nftables.SetElement{Key: inKey(s, serverID)}
+	ck := [6]byte(call.Key[:6])
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if add {
+		// gre_calls first, in the same batch: no moment in which another
+		// LAN host could pass for the call's client.
+		if p.calls[ck] == 0 {
+			if err := p.queue(true, p.obj.greCalls, call); err != nil {
+				return err
+			}
+		}
 		if err := p.element(true, p.obj.greOut, el, nil, nil); err != nil {
 			return err
 		}
+		p.calls[ck]++
 		if out := p.fastOutElement(c, s, serverID); out != nil {
 			p.deferFast(p.fast.obj.greOut, *out, nil)
 		}
 		return nil
 	}
-	return p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fastDeletion(p.fast.obj.greOut, el.Key))
+	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fastDeletion(p.fast.obj.greOut, el.Key))
+	if n := p.calls[ck]; n > 0 && (err == nil || errors.Is(err, unix.ENOENT)) {
+		if n > 1 {
+			p.calls[ck] = n - 1
+			return err
+		}
+		delete(p.calls, ck)
+		// Its own batch: a gre_out element already gone must not keep it.
+		if cerr := p.queue(false, p.obj.greCalls, call); cerr == nil {
+			if cerr = p.settle(p.conn.Flush()); cerr != nil && !errors.Is(cerr, unix.ENOENT) && err == nil {
+				err = cerr
+			}
+		}
+	}
+	return err
 }
 
 // element adds or deletes el in the ip table's set s, in one batch; a

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,7 +121,8 @@ func TestPlaneKernel(t *testing.T) {
 	requireKernel(t)
 	requireNft(t)
 	ns := newNetNS(t, "api")
-	cfg := Config{LAN: []string{"lan0", "lan1"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort}
+	cfg := Config{LAN: []string{"lan0", "lan1"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort,
+		RouterCalls: true, RelayMark: 0x20000000}
 	nsOpt := nftables.WithNetNSFd(ns.fd)
 
 	// Someone else's table, which must survive everything below.
@@ -144,6 +146,7 @@ func TestPlaneKernel(t *testing.T) {
 			"gre_iifs":   {"lan0 : goto gre_from_lan", "lan1 : goto gre_from_lan", "wan0 : goto gre_from_wan"},
 			"gre_in":     {},
 			"gre_out":    {},
+			"gre_calls":  {},
 		},
 		Chains: map[string]string{
 			"gre_prerouting":   "filter prerouting -300 accept",
@@ -152,6 +155,7 @@ func TestPlaneKernel(t *testing.T) {
 			"gre_postrouting":  "filter postrouting 100 accept",
 			"relay_prerouting": "nat prerouting -105 accept",
 			"relay_input":      "filter input -5 accept",
+			"relay_output":     "nat output -105 accept",
 		},
 	}
 	if diff := cmp.Diff(want, viewTable(t, ns, "pptp_alg")); diff != "" {
@@ -165,7 +169,9 @@ func TestPlaneKernel(t *testing.T) {
 		"ip saddr . ip daddr . @th,48,16 @gre_out notrack accept",
 		"ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b iifname vmap @gre_iifs",
 		"ip protocol gre oifname \"wan0\" ct state untracked ip saddr != 203.0.113.1 ip saddr set 203.0.113.1",
-		"iifname @lan_ifaces tcp dport 1723 redirect to :11723",
+		"iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :11723",
+		"ip daddr . @th,48,16 @gre_calls drop",
+		`oifname "wan0" tcp dport 1723 meta mark & 0x20000000 == 0x00000000 redirect to :11723`,
 		"tcp dport 11723 ct status ! dnat drop",
 	} {
 		if !strings.Contains(list, s) {
@@ -195,6 +201,7 @@ func TestPlaneKernel(t *testing.T) {
 	}
 	want.Sets["gre_in"] = []string{"203.0.113.2 . 5 : 10.200.1.2 . 7", "203.0.113.2 . 6 : 10.200.1.3 . 7"}
 	want.Sets["gre_out"] = []string{"10.200.1.2 . 203.0.113.2 . 9", "10.200.1.3 . 203.0.113.2 . 10"}
+	want.Sets["gre_calls"] = []string{"203.0.113.2 . 10", "203.0.113.2 . 9"}
 	if diff := cmp.Diff(want, viewTable(t, ns, "pptp_alg")); diff != "" {
 		t.Errorf("table after adds (-want +got):\n%s", diff)
 	}
@@ -226,6 +233,7 @@ func TestPlaneKernel(t *testing.T) {
 	}
 	want.Sets["gre_in"] = []string{"203.0.113.2 . 6 : 10.200.1.3 . 7"}
 	want.Sets["gre_out"] = []string{"10.200.1.3 . 203.0.113.2 . 10"}
+	want.Sets["gre_calls"] = []string{"203.0.113.2 . 10"}
 	if diff := cmp.Diff(want, viewTable(t, ns, "pptp_alg")); diff != "" {
 		t.Errorf("table after deletes (-want +got):\n%s", diff)
 	}
@@ -270,7 +278,7 @@ func TestPlaneKernel(t *testing.T) {
 		if ok, err := p.Installed(); !ok || err != nil {
 			t.Fatalf("Installed after Reinstall: %v, %v", ok, err)
 		}
-		want.Sets["gre_in"], want.Sets["gre_out"] = []string{}, []string{}
+		want.Sets["gre_in"], want.Sets["gre_out"], want.Sets["gre_calls"] = []string{}, []string{}, []string{}
 		if diff := cmp.Diff(want, viewTable(t, ns, "pptp_alg")); diff != "" {
 			t.Errorf("table after Reinstall (-want +got):\n%s", diff)
 		}
@@ -362,11 +370,14 @@ type router struct {
 	lan, rtr, server *netns
 }
 
+// relayMark marks the relay's own connections in these tests.
+const relayMark = 0x20000000
+
 // openPlane opens a Plane in the router, closed when the test ends.
 func (r router) openPlane(t *testing.T) *Plane {
 	t.Helper()
-	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort},
-		nftables.WithNetNSFd(r.rtr.fd))
+	p, err := Open(Config{LAN: []string{"rlan0"}, WAN: "rwan0", WANAddr: wanAddr, RelayPort: relayPort,
+		RouterCalls: true, RelayMark: relayMark}, nftables.WithNetNSFd(r.rtr.fd))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -490,22 +501,35 @@ func TestDataPlane(t *testing.T) {
 	receive(t, srvGRE, "server, outbound GRE", expect(wanAddr, serverIP, 63, serverID, out))
 	outBytes := 20 + len(out)
 
-	// The server's unknown key is dropped: nothing reaches the LAN and no
-	// ICMP goes back.
+	// The server's unknown key is not pptp-alg's: it goes on untouched to
+	// the router's own stack, as it would without the table (here it draws
+	// the control's ICMP, which a firewall would turn into its own
+	// verdict), and nothing reaches the LAN.
 	srvGRE.send(t, wanAddr.As4(), greV1(natID+1, 2, "unknown"))
 	if b, err := lanGRE.recv(wait); err == nil {
 		t.Errorf("LAN host got GRE for an unknown key: % x", b)
 	}
-	if b, err := srvICMP.recv(wait); err == nil {
-		t.Errorf("server got ICMP for an unknown key: % x", b)
-	}
-	// A LAN host may send GRE only for its own calls.
+	srvICMP.drain()
+	// GRE from a LAN host for a call it does not have is ordinary
+	// forwarded GRE (this router has no NAT): it reaches the server
+	// untranslated, from the host's own address.
 	lanGRE.send(t, serverIP.As4(), greV1(serverID+1, 2, "not mine"))
+	receive(t, srvGRE, "server, GRE of no relayed call", expect(lanHostIP, serverIP, 63, serverID+1, greV1(serverID+1, 2, "not mine")))
+	// But it may not carry another host's relayed call: that is dropped,
+	// silently.
+	const otherID = 0x7788
+	if err := p.AddOutbound(netip.MustParseAddr("10.200.1.9"), serverIP, otherID); err != nil {
+		t.Fatal(err)
+	}
+	lanGRE.send(t, serverIP.As4(), greV1(otherID, 2, "another's call"))
 	if b, err := srvGRE.recv(wait); err == nil {
-		t.Errorf("server got GRE for a call the LAN host does not have: % x", b)
+		t.Errorf("server got GRE from a LAN host for another host's call: % x", b)
 	}
 	if b, err := lanICMP.recv(wait); err == nil {
 		t.Errorf("LAN host got ICMP for GRE it may not send: % x", b)
+	}
+	if err := p.DeleteOutbound(netip.MustParseAddr("10.200.1.9"), serverIP, otherID); err != nil {
+		t.Fatal(err)
 	}
 
 	// Each accepted packet moved its element's counter, and only that one.
@@ -522,24 +546,26 @@ func TestDataPlane(t *testing.T) {
 		t.Errorf("outbound counters (-want +got):\n%s", diff)
 	}
 
-	// Untracked: the router's conntrack has no GRE entry.
+	// Untracked: the router's conntrack has no entry for the call's GRE
+	// (the unknown key and the stray GRE above are tracked, as without
+	// pptp-alg).
 	if _, err := exec.LookPath("conntrack"); err == nil {
 		ct, _ := exec.Command("ip", "netns", "exec", r.rtr.name, "conntrack", "-L", "-p", "gre").CombinedOutput()
-		if strings.Contains(string(ct), "gre ") {
-			t.Errorf("conntrack has GRE entries:\n%s", ct)
+		for _, key := range []string{fmt.Sprintf("dstkey=0x%x ", natID), fmt.Sprintf("dstkey=0x%x ", serverID)} {
+			if strings.Contains(string(ct), key) {
+				t.Errorf("conntrack tracks the call's GRE (%s):\n%s", key, ct)
+			}
 		}
 	}
 
-	// After DeleteInbound the call's GRE is dropped like any unknown key.
+	// After DeleteInbound the call's GRE is no longer pptp-alg's: it
+	// reaches no LAN host.
 	if err := p.DeleteInbound(serverIP, natID); err != nil {
 		t.Fatal(err)
 	}
 	srvGRE.send(t, wanAddr.As4(), greV1(natID, 3, "after delete"))
 	if b, err := lanGRE.recv(wait); err == nil {
 		t.Errorf("LAN host got GRE after DeleteInbound: % x", b)
-	}
-	if b, err := srvICMP.recv(wait); err == nil {
-		t.Errorf("server got ICMP after DeleteInbound: % x", b)
 	}
 }
 
@@ -590,6 +616,76 @@ func TestRelayRedirect(t *testing.T) {
 		c.Close()
 	case <-time.After(2 * time.Second):
 		t.Fatal("relay accepted nothing")
+	}
+
+	// A LAN host's connection to the router's own PPTP server is not the
+	// relay's: it reaches that server.
+	listen := func(ns *netns, addr string) net.Listener {
+		var l net.Listener
+		if err := ns.do(func() (err error) { l, err = net.Listen("tcp4", addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		return l
+	}
+	listen(r.rtr, "10.200.1.1:1723")
+	if err := dial(r.lan, "10.200.1.1:1723", 2*time.Second); err != nil {
+		t.Errorf("LAN host to the router's own tcp/1723: %v", err)
+	}
+	select {
+	case c := <-accepted:
+		t.Errorf("relay accepted the LAN host's connection to the router itself, from %v", c.RemoteAddr())
+		c.Close()
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// The router's own connection out of the WAN lands on the relay, from
+	// the router's own address; one carrying the relay's mark goes out.
+	if err := dial(r.rtr, "203.0.113.2:1723", 2*time.Second); err != nil {
+		t.Fatalf("router to server:1723: %v", err)
+	}
+	select {
+	case c := <-accepted:
+		if got := c.RemoteAddr().(*net.TCPAddr).IP.String(); got != wanAddr.String() {
+			t.Errorf("relay accepted the router's own connection from %s, want %v", got, wanAddr)
+		}
+		c.Close()
+	case <-time.After(2 * time.Second):
+		t.Fatal("relay accepted nothing from the router itself")
+	}
+	listen(r.server, "203.0.113.2:1723")
+	if err := r.rtr.do(func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, relayMark|1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		c, err := d.Dial("tcp4", "203.0.113.2:1723")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		t.Errorf("router to server:1723 with the relay's mark: %v", err)
+	}
+	select {
+	case c := <-accepted:
+		t.Errorf("relay accepted a connection that carried its mark, from %v", c.RemoteAddr())
+		c.Close()
+	case <-time.After(200 * time.Millisecond):
 	}
 
 	// The relay port itself answers nobody, from either side.

@@ -16,12 +16,14 @@ const (
 	mapGREIifs      = "gre_iifs"
 	mapGREIn        = "gre_in"
 	setGREOut       = "gre_out"
+	setGRECalls     = "gre_calls"
 	chainGREPre     = "gre_prerouting"
 	chainGREFromWAN = "gre_from_wan"
 	chainGREFromLAN = "gre_from_lan"
 	chainGREPost    = "gre_postrouting"
 	chainRelayPre   = "relay_prerouting"
 	chainRelayIn    = "relay_input"
+	chainRelayOut   = "relay_output"
 )
 
 // Set IDs name the sets within one batch, where a rule's lookup may refer to
@@ -33,6 +35,7 @@ const (
 	idGREIn     = 2
 	idGREOut    = 3
 	idGREIifs   = 4
+	idGRECalls  = 6 // 5 is the fast path's lan_oif
 )
 
 // PPTP's enhanced GRE header (RFC 2637 section 4.1).
@@ -48,6 +51,10 @@ const (
 // ipsDstNAT is IPS_DST_NAT from linux/netfilter/nf_conntrack_common.h, the
 // ct status bit of a connection whose destination was translated.
 const ipsDstNAT = 1 << 5
+
+// rtnLocal is RTN_LOCAL, the address type fib reports for the router's own
+// addresses.
+const rtnLocal = unix.RTN_LOCAL
 
 // The registers of the 32-bit register file. NFT_REG32_00 is where the
 // 16-byte NFT_REG_1 begins, and the kernel dumps it as NFT_REG_1: nft prints
@@ -78,10 +85,11 @@ var (
 // objects are the table, sets and chains of one Plane. They are values that
 // name kernel objects; building them sends nothing.
 type objects struct {
-	table                             *nftables.Table
-	lanIfaces, greIifs, greIn, greOut *nftables.Set
-	grePre, greFromWAN, greFromLAN    *nftables.Chain
-	grePost, relayPre, relayIn        *nftables.Chain
+	table                                       *nftables.Table
+	lanIfaces, greIifs, greIn, greOut, greCalls *nftables.Set
+	grePre, greFromWAN, greFromLAN              *nftables.Chain
+	grePost, relayPre, relayIn                  *nftables.Chain
+	relayOut                                    *nftables.Chain // nil unless Config.RouterCalls
 }
 
 func newObjects(cfg Config) objects {
@@ -138,6 +146,17 @@ func newObjects(cfg Config) objects {
 			KeyType: typeOutCall,
 			Counter: true,
 		},
+		// set gre_calls { type ipv4_addr . inet_service; }
+		//
+		// Every relayed call's server and server call ID: GRE from a LAN
+		// host that is not the call's own client and carries them is an
+		// attempt to inject into that call.
+		greCalls: &nftables.Set{
+			Table:   t,
+			ID:      idGRECalls,
+			Name:    setGRECalls,
+			KeyType: typeServerCall,
+		},
 		// chain gre_prerouting { type filter hook prerouting priority raw; policy accept; }
 		grePre: &nftables.Chain{
 			Table: t, Name: chainGREPre, Type: nftables.ChainTypeFilter,
@@ -162,6 +181,16 @@ func newObjects(cfg Config) objects {
 			Table: t, Name: chainRelayIn, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookInput, Priority: prioFilterLess5, Policy: policyAccept,
 		},
+		// chain relay_output { type nat hook output priority dstnat - 5; policy accept; }
+		relayOut: func() *nftables.Chain {
+			if !cfg.RouterCalls {
+				return nil
+			}
+			return &nftables.Chain{
+				Table: t, Name: chainRelayOut, Type: nftables.ChainTypeNAT,
+				Hooknum: nftables.ChainHookOutput, Priority: prioDstNATLess5, Policy: policyAccept,
+			}
+		}(),
 	}
 }
 
@@ -183,9 +212,14 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 	if err := c.AddSet(o.greOut, nil); err != nil {
 		return err
 	}
+	if err := c.AddSet(o.greCalls, nil); err != nil {
+		return err
+	}
 	// The chains come before gre_iifs: its elements name two of them.
-	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayIn} {
-		c.AddChain(ch)
+	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayIn, o.relayOut} {
+		if ch != nil {
+			c.AddChain(ch)
+		}
 	}
 	// add map ip pptp_alg gre_iifs { ...; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
 	if err := c.AddSet(o.greIifs, o.iifElements(cfg)); err != nil {
@@ -202,25 +236,34 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 // Every packet through the router passes gre_prerouting and gre_postrouting,
 // so both test the cheap, inline-evaluated IP protocol first: other traffic
 // leaves after one payload load and one compare.
+//
+// pptp-alg owns only the calls it relays. PPTP GRE that matches none of
+// them leaves gre_from_wan and gre_from_lan without a verdict and goes on to
+// conntrack, the firewall and the local stack as if pptp-alg were not there:
+// the router's own PPTP server, a port-forwarded server on the LAN. The one
+// exception is GRE from a LAN host toward a relayed call's server with that
+// call's server call ID: only the call's own client may send that.
 func (o objects) rules(cfg Config) []*nftables.Rule {
 	rule := func(ch *nftables.Chain, e []expr.Any) *nftables.Rule {
 		return &nftables.Rule{Table: o.table, Chain: ch, Exprs: e}
 	}
-	return []*nftables.Rule{
+	rules := []*nftables.Rule{
 		// <pptp gre> iifname vmap @gre_iifs
 		rule(o.grePre, o.dispatchGRE()),
 		// ip saddr . @th,48,16 ... map @gre_in: rewrite, notrack accept
 		rule(o.greFromWAN, o.inboundTranslate()),
-		// drop
-		rule(o.greFromWAN, verdict(expr.VerdictDrop)),
 		// ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
 		rule(o.greFromLAN, o.outboundCheck()),
-		// drop
-		rule(o.greFromLAN, verdict(expr.VerdictDrop)),
+		// ip daddr . @th,48,16 @gre_calls drop
+		rule(o.greFromLAN, o.impersonationDrop()),
 		o.snatRule(cfg.WAN, cfg.WANAddr),
 		rule(o.relayPre, o.relayRedirect(cfg.RelayPort)),
 		rule(o.relayIn, relayGuard(cfg.RelayPort)),
 	}
+	if o.relayOut != nil {
+		rules = append(rules, rule(o.relayOut, relayOwnRedirect(cfg.WAN, cfg.RelayPort, cfg.RelayMark)))
+	}
+	return rules
 }
 
 // dispatchGRE sends PPTP GRE from the WAN to gre_from_wan and from the LAN
@@ -300,6 +343,25 @@ func (o objects) outboundCheck() []expr.Any {
 	)
 }
 
+// impersonationDrop drops GRE from a LAN host that carries a relayed call's
+// server and server call ID but missed gre_out: it is not that call's client.
+// Anything else goes on as ordinary forwarded GRE.
+//
+//	ip daddr . @th,48,16 @gre_calls drop
+func (o objects) impersonationDrop() []expr.Any {
+	return concat(
+		[]expr.Any{
+			// [ payload load 4b @ network header + 16 => reg 8 ]   ip daddr
+			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			// [ payload load 2b @ transport header + 6 => reg 9 ]  server call ID
+			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+			// [ lookup reg 8 set gre_calls ]
+			&expr.Lookup{SourceRegister: reg8, SetName: o.greCalls.Name, SetID: o.greCalls.ID},
+		},
+		verdict(expr.VerdictDrop),
+	)
+}
+
 // snatRule is the only rule of gre_postrouting. With a WAN address it is the
 // stateless source NAT of outbound GRE; without one, untracked GRE leaving
 // the WAN is dropped rather than sent with a LAN source address.
@@ -343,20 +405,60 @@ func (o objects) snatRule(wan string, addr netip.Addr) *nftables.Rule {
 	return &nftables.Rule{Table: o.table, Chain: o.grePost, Exprs: e}
 }
 
-// relayRedirect sends PPTP control connections from the LAN to the relay.
+// relayRedirect sends PPTP control connections from the LAN to the relay,
+// except those addressed to the router itself (its own PPTP server).
 //
-//	iifname @lan_ifaces tcp dport 1723 redirect to :RELAYPORT
+//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :RELAYPORT
 func (o objects) relayRedirect(port uint16) []expr.Any {
 	return concat(
 		o.matchLANIface(),
 		matchTCPDport(1723),
 		[]expr.Any{
-			// [ immediate reg 1 RELAYPORT ]
-			&expr.Immediate{Register: unix.NFT_REG_1, Data: be16(port)},
-			// [ redir proto_min reg 1 flags 0x2 ]   NF_NAT_RANGE_PROTO_SPECIFIED
-			&expr.Redir{RegisterProtoMin: unix.NFT_REG_1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+			// [ fib daddr type => reg 1 ]
+			&expr.Fib{Register: unix.NFT_REG_1, FlagDADDR: true, ResultADDRTYPE: true},
+			// [ cmp neq reg 1 local ]   the type is host order
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
 		},
+		redirectTo(port),
 	)
+}
+
+// relayOwnRedirect sends the router's own PPTP control connections out of
+// the WAN to the relay too, so that its calls take call IDs from the same
+// table as the LAN's and never collide with them. The relay's own
+// connections carry mark and pass.
+//
+//	oifname WAN tcp dport 1723 meta mark & MARK == 0 redirect to :RELAYPORT
+func relayOwnRedirect(wan string, port uint16, mark uint32) []expr.Any {
+	return concat(
+		[]expr.Any{
+			// [ meta load oifname => reg 1 ]
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
+			// [ cmp eq reg 1 WAN ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(wan)},
+		},
+		matchTCPDport(1723),
+		[]expr.Any{
+			// [ meta load mark => reg 1 ]
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: unix.NFT_REG_1},
+			// [ bitwise reg 1 = ( reg 1 & MARK ) ^ 0 ]   the mark is host order
+			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+				Mask: hostU32(mark), Xor: hostU32(0)},
+			// [ cmp eq reg 1 0 ]
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: hostU32(0)},
+		},
+		redirectTo(port),
+	)
+}
+
+// redirectTo is redirect to :PORT.
+func redirectTo(port uint16) []expr.Any {
+	return []expr.Any{
+		// [ immediate reg 1 RELAYPORT ]
+		&expr.Immediate{Register: unix.NFT_REG_1, Data: be16(port)},
+		// [ redir proto_min reg 1 flags 0x2 ]   NF_NAT_RANGE_PROTO_SPECIFIED
+		&expr.Redir{RegisterProtoMin: unix.NFT_REG_1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+	}
 }
 
 // relayGuard keeps the relay port reachable only through the redirect.

@@ -69,6 +69,8 @@ stage_main() {
 	install -D -m 0644 "$f/etc/uci-defaults/pptp-alg" "$r/etc/uci-defaults/pptp-alg"
 	install -D -m 0644 "$f/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft" \
 		"$r/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft"
+	install -D -m 0644 "$f/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft" \
+		"$r/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft"
 }
 
 stage_luci() {

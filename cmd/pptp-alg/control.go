@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,10 +49,25 @@ type daemon struct {
 	wanAddr atomic.Pointer[netip.Addr]
 }
 
-func (d *daemon) dialServer(ctx context.Context, server netip.AddrPort) (net.Conn, error) {
+func (d *daemon) dialServer(ctx context.Context, from netip.Addr, server netip.AddrPort) (net.Conn, error) {
+	if !from.IsValid() {
+		from = *d.wanAddr.Load()
+	}
+	mark := int(d.cfg.relayMark)
 	dialer := net.Dialer{
-		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(*d.wanAddr.Load(), 0)),
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0)),
 		KeepAlive: 30 * time.Second,
+		// The mark keeps relay_output from redirecting the relay's own
+		// connection back to the relay.
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
+			}); err != nil {
+				return err
+			}
+			return serr
+		},
 	}
 	return dialer.DialContext(ctx, "tcp4", server.String())
 }

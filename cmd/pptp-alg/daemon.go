@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,22 @@ address and translates call IDs. GRE is translated in the kernel, by the
 nftables table the daemon owns (family ip, "pptp_alg" unless --table).
 The firewall must accept that GRE, which conntrack leaves untracked, in its
 forward chain: 'pptp-alg doctor' checks it.
+
+pptp-alg owns only the PPTP it relays. Connections to the router's own
+addresses (a PPTP server on the router) are not relayed, and GRE that
+belongs to no relayed call reaches conntrack, the firewall and the local
+stack as without pptp-alg (that server, a port forward to a LAN server);
+only GRE from a LAN host carrying another client's relayed call is dropped.
+
+The router's own PPTP connections out of the WAN (pptp-linux on the router)
+are relayed too (--router-calls), so its calls and the LAN's draw call IDs
+from one table and never collide toward a server. The relay dials from the
+address the router's client used; its own connections carry --relay-mark,
+which the redirect passes by. The server's GRE for such a call is untracked
+and delivered locally: the firewall's input chain must accept untracked GRE
+(fw4: pptp-alg's input include). The cost: a daemon restart ends the
+router's own relayed control connections, and its PPTP client reconnects;
+while pptp-alg is disabled, new ones go direct.
 
 Fast path: the GRE of known calls is forwarded from the ingress hook of the
 WAN and LAN interfaces (a second table of the same name, family netdev,
@@ -69,6 +86,10 @@ pptp-alg run --lan br-lan --wan wan
 pptp-alg run --lan br-lan,br-guest --wan pppoe-wan --idle-timeout 10m`,
 }
 
+// defaultRelayMark is a bit that OpenWrt's fw4, mwan3 (0x3f00) and pbr
+// (0xff0000) leave alone.
+const defaultRelayMark = 0x20000000
+
 type daemonConfig struct {
 	lan         []string
 	wan         string
@@ -79,12 +100,28 @@ type daemonConfig struct {
 	limits      alg.Limits
 	table       string
 	fastPath    bool
+	routerCalls bool
+	relayMark   markFlag
 	verbose     bool
+}
+
+// markFlag is a packet mark, printed and parsed as hex (0x...) or decimal.
+type markFlag uint32
+
+func (m *markFlag) String() string { return fmt.Sprintf("%#x", uint32(*m)) }
+
+func (m *markFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil || v == 0 {
+		return errors.New("want a nonzero 32-bit mark, such as 0x20000000")
+	}
+	*m = markFlag(v)
+	return nil
 }
 
 // parseRunFlags parses run's flags; done means --help was printed.
 func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool, err error) {
-	cfg = daemonConfig{limits: alg.DefaultLimits}
+	cfg = daemonConfig{limits: alg.DefaultLimits, relayMark: defaultRelayMark}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	lan := fs.String("lan", "", "LAN `interfaces`, comma-separated (required)")
 	fs.StringVar(&cfg.wan, "wan", "", "WAN `interface` (required); its first IPv4 address is the NAT address")
@@ -98,6 +135,9 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.IntVar(&cfg.limits.Calls, "max-calls", cfg.limits.Calls, "calls in all")
 	fs.StringVar(&cfg.table, "table", "pptp_alg", "`name` of the nftables tables (families ip and netdev) the daemon owns")
 	fs.BoolVar(&cfg.fastPath, "fast-path", true, "forward known calls' GRE from the interfaces' ingress hooks (--fast-path=false: through the ip table only)")
+	fs.BoolVar(&cfg.routerCalls, "router-calls", true,
+		"relay the router's own PPTP connections out of the WAN too, so its calls and the LAN's never collide (--router-calls=false: they go direct)")
+	fs.Var(&cfg.relayMark, "relay-mark", "packet mark `bit(s)` on the relay's own connections to servers, which the redirect of the router's own connections passes by")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
@@ -220,6 +260,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	plane, err := nat.Open(nat.Config{
 		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
 		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort), FastPath: d.cfg.fastPath,
+		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
 	})
 	if err != nil {
 		ln.Close()

@@ -94,6 +94,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--idle-timeout", "soon"}, `run: invalid value "soon" for flag -idle-timeout`},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--control-idle-timeout", "0s"}, "run: --control-idle-timeout must be at least 1s"},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "extra"}, `run: unexpected argument "extra"`},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--relay-mark", "0"}, "want a nonzero 32-bit mark"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &stdout, &stderr)
@@ -110,7 +111,7 @@ func TestParseRunFlags(t *testing.T) {
 	def := daemonConfig{
 		lan: []string{"br-lan"}, wan: "wan", socket: defaultSocket, relayPort: 1724,
 		idleTimeout: 5 * time.Minute, controlIdle: alg.DefaultControlIdleTimeout, limits: alg.DefaultLimits, table: "pptp_alg",
-		fastPath: true,
+		fastPath: true, routerCalls: true, relayMark: defaultRelayMark,
 	}
 	for _, tc := range []struct {
 		name string
@@ -123,11 +124,12 @@ func TestParseRunFlags(t *testing.T) {
 			func(c *daemonConfig) { c.lan = []string{"br-lan", "br-guest"} }},
 		{"everything", []string{"--lan=br-lan", "--wan=pppoe-wan", "--socket=/tmp/s", "--relay-port=2000",
 			"--idle-timeout=10m", "--control-idle-timeout=1m", "--max-conns-per-client=2", "--max-calls-per-client=3",
-			"--max-calls=4", "--table=t", "--fast-path=false", "--verbose"},
+			"--max-calls=4", "--table=t", "--fast-path=false", "--router-calls=false", "--relay-mark=0x10", "--verbose"},
 			func(c *daemonConfig) {
 				c.wan, c.socket, c.relayPort, c.idleTimeout, c.controlIdle = "pppoe-wan", "/tmp/s", 2000, 10*time.Minute, time.Minute
 				c.limits = alg.Limits{ConnsPerClient: 2, CallsPerClient: 3, Calls: 4}
 				c.table, c.fastPath, c.verbose = "t", false, true
+				c.routerCalls, c.relayMark = false, 0x10
 			}},
 	} {
 		want := def
