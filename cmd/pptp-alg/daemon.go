@@ -198,7 +198,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer tracker.Close()
 	// One lookup now, rather than every control connection refused later.
-	if _, err := tracker.Helper(netip.AddrPort{}, netip.AddrPort{}); err != nil {
+	// Helper wants IPv4 addresses; 0.0.0.0:0 is no connection, so the
+	// kernel answers "not found" when ctnetlink works.
+	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if _, err := tracker.Helper(none, none); err != nil {
 		return usagef("%v (needs root and ctnetlink: nf_conntrack_netlink)", err)
 	}
 
