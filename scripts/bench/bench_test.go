@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -27,7 +28,8 @@ func TestSmoke(t *testing.T) {
 	if err := run(ctx, []string{"-smoke"}, &out, &errs); err != nil {
 		t.Fatalf("bench -smoke: %v\n%s", err, errs.String())
 	}
-	for _, want := range []string{"## GRE forwarding", "## Call set-up latency", "## Scale, pptp-alg: calls", "## Goals", "fw4 + pptp-alg"} {
+	for _, want := range []string{"## Idle cost", "## GRE forwarding", "## Call set-up latency", "## Control connection set-up",
+		"## Concurrent call set-up", "## Scale, pptp-alg: calls", "## nft flush ruleset", "## Goals", "fw4 + pptp-alg"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -103,5 +105,57 @@ func TestMedianCI(t *testing.T) {
 		if lo != tc.lo || hi != tc.hi || ok != tc.ok {
 			t.Errorf("n=%d: [%v, %v] ok=%v, want [%v, %v] ok=%v", tc.n, lo, hi, ok, tc.lo, tc.hi, tc.ok)
 		}
+	}
+}
+
+func TestParseSections(t *testing.T) {
+	for _, tc := range []struct {
+		only, skip string
+		want       []string
+		err        bool
+	}{
+		{"", "", sectionNames, false},
+		{"idle,flush", "", []string{"idle", "flush"}, false},
+		{"", "gre, scale", []string{"idle", "latency", "connect", "concurrent", "flush"}, false},
+		{"idle,gre", "gre", []string{"idle"}, false},
+		{"idel", "", nil, true},
+	} {
+		m, err := parseSections(tc.only, tc.skip)
+		if (err != nil) != tc.err {
+			t.Errorf("-only %q -skip %q: error %v", tc.only, tc.skip, err)
+			continue
+		}
+		var got []string
+		for _, s := range sectionNames {
+			if m[s] {
+				got = append(got, s)
+			}
+		}
+		if !tc.err && !slices.Equal(got, tc.want) {
+			t.Errorf("-only %q -skip %q: %v, want %v", tc.only, tc.skip, got, tc.want)
+		}
+	}
+}
+
+// TestSocketsOpened reads a strace record as the idle section does.
+func TestSocketsOpened(t *testing.T) {
+	dir := t.TempDir()
+	r := &rig{sockets: dir + "/strace"}
+	rec := "812   socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_NETFILTER) = 7\n" +
+		"813   socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP <unfinished ...>\n" +
+		"812   socketpair(AF_UNIX, SOCK_STREAM, 0, [8, 9]) = 0\n" +
+		"813   <... socket resumed>)          = 10\n"
+	if err := os.WriteFile(r.sockets, []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.socketsOpened()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"AF_NETLINK", "AF_INET", "AF_UNIX"}; !slices.Equal(got, want) {
+		t.Errorf("families %v, want %v", got, want)
+	}
+	if s := socketsText(map[string]int{"AF_NETLINK": 2, "AF_INET": 1}); s != "3 (AF_INET 1, AF_NETLINK 2)" {
+		t.Errorf("socketsText = %q", s)
 	}
 }

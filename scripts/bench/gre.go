@@ -41,8 +41,12 @@ func (r *rig) callsOf(clientIDs, serverIDs []uint16) (calls, error) {
 	return cs, nil
 }
 
-// openCall sets up the call GRE is measured on, from h1, and holds it.
+// openCall sets up the call GRE is measured on, from h1, and holds it; it
+// does nothing if the call is up.
 func (r *rig) openCall() error {
+	if r.callConn != nil {
+		return nil
+	}
 	p, err := r.dial(r.lab.Hosts[0])
 	if err != nil {
 		return err

@@ -6,8 +6,12 @@
 // measures GRE forwarding (RFC 2637 section 4) in packets per second, call
 // set-up latency (Outgoing-Call-Request to Outgoing-Call-Reply, section
 // 2.7-2.8), and pptp-alg with thousands of calls: set-up and tear-down
-// rates, GRE rate, and the daemon's memory and CPU. It prints tables with
-// ratios and the goals of issue 4, met or missed.
+// rates, GRE rate, and the daemon's memory and CPU; and, for issue 12, what
+// the idle daemon costs (wakeups, sockets, CPU), how long a new control
+// connection takes with and without many unrelated conntrack entries, many
+// connections setting up calls at once, and `nft flush ruleset` under
+// control traffic. It prints tables with ratios and the goals of issues 4
+// and 12, met or missed. -only and -skip choose the sections.
 //
 // Usage, as root: go run ./scripts/bench [-smoke] [flags]
 //
@@ -27,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,7 +66,26 @@ type options struct {
 	goBench      bool
 	boost        bool // raise the scheduling priority (not for -smoke)
 	verbose      bool
+
+	sections map[string]bool // which sections run
+
+	idle      time.Duration // each idle window
+	idleCalls int           // calls held in the second
+
+	connectConns  int // connections timed per setup and condition
+	connectRounds int // rounds the conditions take turns in
+	connectFlows  int // unrelated conntrack entries in the loaded condition
+
+	concurrentConns, concurrentCalls, concurrentRounds int
+
+	flushes, flushConns int
 }
+
+// sectionNames are the parts of a run, in the order they run.
+var sectionNames = []string{"idle", "gre", "latency", "connect", "concurrent", "scale", "flush"}
+
+// has says whether section s runs.
+func (o options) has(s string) bool { return o.sections[s] }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o := options{boost: true}
@@ -81,6 +105,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		"the daemon while the scale steps set up and tear down calls (perf slows it: take the scale figures from a run without)")
 	fs.StringVar(&o.routerNft, "router-nft", "", "nft -f `file` run in the router of every pptp-alg lab once its daemon has started, to try variants of its ruleset")
 	fs.BoolVar(&o.goBench, "gobench", true, "also run the Go benchmarks of alg and nat")
+	only := fs.String("only", "", "run only these sections, comma-separated: "+strings.Join(sectionNames, ", ")+" (the Go benchmarks have -gobench)")
+	skip := fs.String("skip", "", "leave out these sections, comma-separated")
+	fs.DurationVar(&o.idle, "idle", 5*time.Minute, "idle section: length of each window the daemon is watched in, with no calls and with -idle-calls held")
+	fs.IntVar(&o.idleCalls, "idle-calls", 1000, "idle section: calls held in its second window")
+	fs.IntVar(&o.connectConns, "connect-conns", 40, "connect section: control connections timed per setup, idle and with -connect-flows")
+	fs.IntVar(&o.connectRounds, "connect-rounds", 4, "connect section: rounds in which the idle and the loaded condition take turns")
+	fs.IntVar(&o.connectFlows, "connect-flows", 30000, "connect section: unrelated UDP flows made through each router for the loaded condition")
+	concurrent := fs.String("concurrent", "100/2", "concurrent section: `CONNS/CALLS`, control connections setting up that many calls each at the same time")
+	fs.IntVar(&o.concurrentRounds, "concurrent-rounds", 5, "concurrent section: rounds, the setups taking turns")
+	fs.IntVar(&o.flushes, "flushes", 20, "flush section: `nft flush ruleset` runs during steady control traffic")
+	fs.IntVar(&o.flushConns, "flush-conns", 20, "flush section: control connections with one call each, sending Echo-Requests meanwhile")
 	fs.BoolVar(&o.verbose, "v", false, "also log each comparison's medians and rounds kept, and slow call set-ups, to stderr (progress lines come anyway)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -89,8 +124,36 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *smoke {
-		o.duration, o.reps, o.scaleReps, *sizes, o.latencyCalls, *scale, o.hosts = 100*time.Millisecond, 3, 1, "64", 30, "1/1,100/50,20/1", 2
-		o.goBench, o.boost = false, false
+		// Tiny counts, unless a flag says otherwise.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{
+			"duration": "100ms", "reps": "3", "scale-reps": "1", "sizes": "64", "latency-calls": "30", "scale": "1/1,100/50,20/1", "hosts": "2",
+			"gobench": "false", "idle": "2s", "idle-calls": "20", "connect-conns": "4", "connect-rounds": "2", "connect-flows": "500",
+			"concurrent": "10/2", "concurrent-rounds": "2", "flushes": "3", "flush-conns": "4",
+		} {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return o, err
+				}
+			}
+		}
+		o.boost = false
+	}
+	var err error
+	if o.sections, err = parseSections(*only, *skip); err != nil {
+		return o, err
+	}
+	if a, b, ok := strings.Cut(*concurrent, "/"); ok {
+		o.concurrentConns, _ = strconv.Atoi(a)
+		o.concurrentCalls, _ = strconv.Atoi(b)
+	}
+	if o.concurrentConns < 1 || o.concurrentCalls < 1 || o.concurrentCalls > 1000 {
+		return o, fmt.Errorf("-concurrent: %q: want CONNS/CALLS, at most 1000 calls a connection", *concurrent)
+	}
+	if o.idle < time.Second || o.idleCalls < 1 || o.connectConns < 1 || o.connectRounds < 1 || o.connectFlows < 1 || o.connectFlows > maxFlows ||
+		o.concurrentRounds < 1 || o.flushes < 1 || o.flushConns < 1 {
+		return o, fmt.Errorf("-idle must be at least 1s; -idle-calls, -connect-conns, -connect-rounds, -concurrent-rounds, -flushes, -flush-conns positive; -connect-flows 1 to %d", maxFlows)
 	}
 	for f := range strings.SplitSeq(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -118,6 +181,36 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
+// parseSections is the set of sections -only and -skip leave.
+func parseSections(only, skip string) (map[string]bool, error) {
+	list := func(flag, s string) (map[string]bool, error) {
+		m := map[string]bool{}
+		for f := range strings.SplitSeq(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			if !slices.Contains(sectionNames, f) {
+				return nil, fmt.Errorf("-%s: no section %q (there are %s)", flag, f, strings.Join(sectionNames, ", "))
+			}
+			m[f] = true
+		}
+		return m, nil
+	}
+	o, err := list("only", only)
+	if err != nil {
+		return nil, err
+	}
+	k, err := list("skip", skip)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, s := range sectionNames {
+		m[s] = (len(o) == 0 || o[s]) && !k[s]
+	}
+	return m, nil
+}
+
 // bench is one run.
 type bench struct {
 	opt    options
@@ -127,7 +220,8 @@ type bench struct {
 	algBin string
 
 	rigs  [numSetups]*rig // by setup: GRE, latency; the pptp-alg one is the scale steps' 1-call partner
-	scale *rig            // pptp-alg, for the scale steps
+	scale *rig            // pptp-alg, for the scale steps and the flushes
+	idle  *rig            // pptp-alg under strace, for the idle section
 
 	res results
 }
@@ -187,10 +281,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	defer func() {
 		if err != nil {
-			for _, r := range append(b.rigs[:], b.scale) {
-				if r != nil {
-					fmt.Fprint(stderr, r.daemonTail())
-				}
+			for _, r := range b.allRigs() {
+				fmt.Fprint(stderr, r.daemonTail())
 			}
 		}
 		if cerr := b.closeRigs(); err == nil {
@@ -201,28 +293,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		// Caps high enough for the largest scale step, the latency and GRE
 		// connections on top.
 		maxCalls: 2*b.maxScale() + 100}
+	dopt.maxCalls = max(dopt.maxCalls, opt.idleCalls+100, opt.concurrentConns*opt.concurrentCalls+100)
 	// One lab per setup, and one for the scale steps. Their prefixes let
 	// each clean up what a killed run left of its kind.
 	prefixes := [numSetups]string{"pabroute", "pabhelper", "pabalg"}
-	for s := range numSetups {
-		b.progress("lab for %v", s)
-		if b.rigs[s], err = newRig(ctx, s, prefixes[s], 2, tools, b.root, dopt, b.log); err != nil {
-			return fmt.Errorf("%v: %w", s, err)
+	if opt.has("gre") || opt.has("latency") || opt.has("connect") || opt.has("concurrent") || opt.has("scale") {
+		for s := range numSetups {
+			b.progress("lab for %v", s)
+			if b.rigs[s], err = newRig(ctx, s, prefixes[s], 2, tools, b.root, dopt, b.log); err != nil {
+				return fmt.Errorf("%v: %w", s, err)
+			}
 		}
 	}
-	b.progress("lab for the scale steps")
-	if b.scale, err = newRig(ctx, setupALG, "pabscale", max(opt.hosts, 2), tools, b.root, dopt, b.log); err != nil {
-		return fmt.Errorf("scale: %w", err)
+	if opt.has("scale") || opt.has("flush") {
+		b.progress("lab for the scale steps")
+		if b.scale, err = newRig(ctx, setupALG, "pabscale", max(opt.hosts, 2), tools, b.root, dopt, b.log); err != nil {
+			return fmt.Errorf("scale: %w", err)
+		}
 	}
 
-	if err := b.greSection(); err != nil {
-		return err
+	// Idle first, while the other labs are quiet too.
+	if opt.has("idle") {
+		if err := b.idleSection(ctx, tools, dopt); err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
 	}
-	if err := b.profileGRE(); err != nil {
-		return fmt.Errorf("profile: %w", err)
+	if opt.has("gre") {
+		if err := b.greSection(); err != nil {
+			return err
+		}
+		if err := b.profileGRE(); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
 	}
 	// Latency: the setups take turns too, one share of the calls each.
 	for round := range opt.reps {
+		if !opt.has("latency") {
+			break
+		}
 		if (round+1)%10 == 0 || round+1 == opt.reps {
 			b.progress("call set-up latency: round %d/%d", round+1, opt.reps)
 		}
@@ -232,15 +340,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			}
 		}
 	}
+	if opt.has("connect") {
+		if err := b.connectSection(ctx); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+	}
+	if opt.has("concurrent") {
+		if err := b.concurrentSection(ctx); err != nil {
+			return fmt.Errorf("concurrent: %w", err)
+		}
+	}
 	// Steps of one call a connection run once, last: fw4 admits 25 new
 	// connections a second to the router itself, the relay included, so
 	// they take long, and the daemon keeps their memory a while, which
 	// would show in the steps after them. GRE is measured in the first
 	// round of a step, paired with the 1-call lab; with one call a
 	// connection it would repeat the step with as many calls.
-	b.res.scale = make([]scaleResult, len(opt.scale))
+	if opt.has("scale") {
+		b.res.scale = make([]scaleResult, len(opt.scale))
+	}
 	for round := range opt.scaleReps + 1 {
-		for i, step := range opt.scale {
+		for i := range b.res.scale {
+			step := opt.scale[i]
 			manyConns := step.perConn == 1 && step.calls > 1
 			if manyConns != (round == opt.scaleReps) {
 				continue
@@ -257,6 +378,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			}
 		}
 	}
+	// Last: it flushes the scale lab's whole ruleset, fw4's too.
+	if opt.has("flush") {
+		if err := b.flushSection(ctx); err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
+	}
 	// A daemon that failed meanwhile fails the run; the labs must not
 	// take CPU time from the Go benchmarks.
 	if err := b.closeRigs(); err != nil {
@@ -271,17 +398,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
+// allRigs are the labs that exist.
+func (b *bench) allRigs() []*rig {
+	var rs []*rig
+	for _, r := range append(b.rigs[:], b.scale, b.idle) {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
 // closeRigs removes the labs; it may be called again.
 func (b *bench) closeRigs() error {
 	var errs []error
-	for _, r := range append(b.rigs[:], b.scale) {
-		if r != nil {
-			if err := r.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.lab.Name, err))
-			}
+	for _, r := range b.allRigs() {
+		if err := r.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.lab.Name, err))
 		}
 	}
-	b.rigs, b.scale = [numSetups]*rig{}, nil
+	b.rigs, b.scale, b.idle = [numSetups]*rig{}, nil, nil
 	return errors.Join(errs...)
 }
 

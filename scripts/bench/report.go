@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -101,16 +102,25 @@ type results struct {
 	scale             []scaleResult
 	gobench           []benchLine
 	gobenchErr        error
+
+	idle         []idleResult                         // no calls, then calls held
+	connect      [numSetups][numConds][]time.Duration // by setup and condition
+	connectFlows [numSetups]int                       // flows tracked in the loaded condition, last fill
+	concurrent   [numSetups]concurrentResult
+	flush        *flushResult
 }
 
-func (r *results) latencyOf(s setup) latencyResult {
-	ds := slices.Clone(r.latency[s])
+// latencies summarises ds.
+func latencies(ds []time.Duration) latencyResult {
+	ds = slices.Clone(ds)
 	if len(ds) == 0 {
 		return latencyResult{}
 	}
 	slices.Sort(ds)
 	return latencyResult{n: len(ds), p50: quantile(ds, 0.50), p99: quantile(ds, 0.99), max: ds[len(ds)-1]}
 }
+
+func (r *results) latencyOf(s setup) latencyResult { return latencies(r.latency[s]) }
 
 func (r *results) scaleOf(calls, perConn int) *scaleResult {
 	for i := range r.scale {
@@ -129,6 +139,24 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "- labs (scripts/lab): one per setup with 2 LAN hosts, and one with %d for the scale steps; "+
 		"each has its hosts on a bridge, a router and a server, in network namespaces joined by veth\n\n", max(r.opt.hosts, 2))
 
+	r.printIdle(w)
+	if r.opt.has("gre") {
+		r.printGRE(w)
+	}
+	if r.opt.has("latency") {
+		r.printLatency(w)
+	}
+	r.printConnect(w)
+	r.printConcurrent(w)
+	if r.opt.has("scale") {
+		r.printScale(w)
+	}
+	r.printFlush(w)
+	r.printGoBench(w)
+	r.printGoals(w)
+}
+
+func (r *results) printGRE(w io.Writer) {
 	fmt.Fprintf(w, "## GRE forwarding, packets/s\n\n")
 	fmt.Fprintf(w, "Each setup in a lab of its own, all three at once, each with one call from h1. One sending thread pinned "+
 		"to CPU %d blasts enhanced GRE with sendmmsg; packets are counted at the receiver (pinned to CPU %d) only if they "+
@@ -158,18 +186,22 @@ func (r *results) print(w io.Writer) {
 	row("UDP LAN→WAN, not PPTP", "64 B", c)
 	t.write(w)
 	fmt.Fprintf(w, "\n%s\n", stealSummary(append(cells, c)))
+}
 
+func (r *results) printLatency(w io.Writer) {
 	fmt.Fprintf(w, "\n## Call set-up latency\n\n")
 	fmt.Fprintf(w, "Outgoing-Call-Request written to Outgoing-Call-Reply read, at the client in h2; sequential calls on one control "+
 		"connection, each cleared (Call-Clear-Request, Call-Disconnect-Notify) before the next; a share in every round, "+
 		"after 20 warm-up calls that are not counted.\n\n")
-	t = table{head: []string{"setup", "calls", "p50", "p99", "max"}}
+	t := table{head: []string{"setup", "calls", "p50", "p99", "max"}}
 	for s := range numSetups {
 		l := r.latencyOf(s)
 		t.add(s.String(), strconv.Itoa(l.n), us(l.p50), us(l.p99), us(l.max))
 	}
 	t.write(w)
+}
 
+func (r *results) printScale(w io.Writer) {
 	fmt.Fprintf(w, "\n## Scale, pptp-alg: calls\n\n")
 	fmt.Fprintf(w, "Connections spread round-robin over the LAN hosts, each with its calls numbered from 1, so call IDs collide "+
 		"and are translated. Calls are set up (Outgoing-Call-Request/Reply) and torn down (Call-Clear-Request/"+
@@ -178,7 +210,7 @@ func (r *results) print(w io.Writer) {
 		"1 s after set-up (median, range: Go keeps freed heap a while, so it depends on what came before); the most "+
 		"seen, every 50 ms, while the calls are held (at least 11 s from 1,000 calls: the daemon dumps its counters every 10 s); "+
 		"after one `pptp-alg mappings --json` (largest round); its lifetime peak (VmHWM). CPU time from /proc/PID/stat.\n\n", r.opt.window, r.opt.scaleReps)
-	t = table{head: []string{"calls", "per conn", "conns", "conns opened/s", "set-up/s", "tear-down/s", "both/s", "daemon CPU µs/call",
+	t := table{head: []string{"calls", "per conn", "conns", "conns opened/s", "set-up/s", "tear-down/s", "both/s", "daemon CPU µs/call",
 		"RSS MiB", "held, max", "after mappings", "peak"}}
 	for _, s := range r.scale {
 		cpu := "-"
@@ -220,7 +252,7 @@ func (r *results) print(w io.Writer) {
 		"lab within each round, interquartile range in parentheses. The step of 1 call is the same setup in both labs: "+
 		"its ratio shows how far two like labs differ.\n\n", r.opt.reps, r.opt.duration)
 	t = table{head: []string{"calls", "per conn", "LAN→WAN, 1 call", "WAN→LAN, 1 call", "spread over", "LAN→WAN, spread", "WAN→LAN, spread", "rounds kept, fewest"}}
-	cells = nil
+	var cells []*cell
 	for _, s := range r.scale {
 		if s.one[outbound] == nil {
 			continue
@@ -248,9 +280,6 @@ func (r *results) print(w io.Writer) {
 	if len(cells) > 0 {
 		fmt.Fprintf(w, "\n%s\n", stealSummary(cells))
 	}
-
-	r.printGoBench(w)
-	r.printGoals(w)
 }
 
 func (r *results) printGoBench(w io.Writer) {
@@ -271,12 +300,15 @@ func (r *results) printGoBench(w io.Writer) {
 	t.write(w)
 }
 
-// printGoals checks the goals of issue 4.
+// printGoals checks the goals of issues 4 and 12.
 func (r *results) printGoals(w io.Writer) {
 	fmt.Fprintf(w, "\n## Goals\n\n")
 	t := table{head: []string{"goal", "measured", "met"}}
 
 	for _, d := range []direction{outbound, inbound} {
+		if !r.opt.has("gre") {
+			break
+		}
 		var parts, verdicts []string
 		for _, size := range r.opt.sizes {
 			c := r.gre[greKey{d, size, false}]
@@ -325,9 +357,11 @@ func (r *results) printGoals(w io.Writer) {
 		}
 	}
 
-	h, a := r.latencyOf(setupHelper), r.latencyOf(setupALG)
-	t.add("call set-up p99 within 1 ms of the kernel helper's",
-		fmt.Sprintf("%s vs %s (%+d µs)", us(a.p99), us(h.p99), (a.p99-h.p99).Microseconds()), yes(a.p99-h.p99 <= time.Millisecond))
+	if r.opt.has("latency") {
+		h, a := r.latencyOf(setupHelper), r.latencyOf(setupALG)
+		t.add("call set-up p99 within 1 ms of the kernel helper's",
+			fmt.Sprintf("%s vs %s (%+d µs)", us(a.p99), us(h.p99), (a.p99-h.p99).Microseconds()), yes(a.p99-h.p99 <= time.Millisecond))
+	}
 
 	for _, s := range r.scale {
 		if s.step.calls < 1000 {
@@ -350,6 +384,7 @@ func (r *results) printGoals(w io.Writer) {
 			t.add("no allocation per relayed control message in steady state", fmt.Sprintf("%s: %.0f allocs/op", l.name, l.allocsPerOp), yes(l.allocsPerOp == 0))
 		}
 	}
+	r.issue12Goals(&t)
 	t.write(w)
 }
 
@@ -436,5 +471,135 @@ func (t *table) write(w io.Writer) {
 	line(sep)
 	for _, row := range t.rows {
 		line(row)
+	}
+}
+
+func (r *results) printIdle(w io.Writer) {
+	if len(r.idle) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "## Idle cost, pptp-alg\n\n")
+	fmt.Fprintf(w, "The daemon of a lab of its own (fw4 + pptp-alg), left alone for %v after %v to settle: first with no calls, then with %s calls "+
+		"held (250 a connection, no traffic). Wakeups are the times its threads were put on a CPU, summed over "+
+		"/proc/PID/task/*/schedstat; sockets are those it opened, as strace records them (the daemon runs under "+
+		"`strace -f --seccomp-bpf -e trace=socket,socketpair`, which stops it only at those calls); CPU is user and system "+
+		"time from /proc/PID/stat (10 ms ticks), as a share of one core.\n\n",
+		r.opt.idle, min(idleSettle, r.opt.idle), thousands(float64(r.opt.idleCalls)))
+	t := table{head: []string{"calls held", "window", "wakeups/s", "sockets opened", "CPU, % of a core"}}
+	for _, x := range r.idle {
+		t.add(thousands(float64(x.calls)), x.window.Round(time.Second).String(), fmt.Sprintf("%.2f", x.wakeupsPerSecond()),
+			socketsText(x.sockets), fmt.Sprintf("%.3f", 100*x.cpuShare()))
+	}
+	t.write(w)
+	fmt.Fprintln(w)
+}
+
+// socketsText is "0", or "146 (AF_NETLINK 140, AF_INET 6)".
+func socketsText(m map[string]int) string {
+	n := 0
+	var parts []string
+	for _, f := range slices.Sorted(maps.Keys(m)) {
+		n += m[f]
+		parts = append(parts, fmt.Sprintf("%s %d", f, m[f]))
+	}
+	if n == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (%s)", n, strings.Join(parts, ", "))
+}
+
+func (r *results) printConnect(w io.Writer) {
+	if len(r.connect[setupALG][condIdle]) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Control connection set-up\n\n")
+	fmt.Fprintf(w, "From connect to the Outgoing-Call-Reply of the connection's first call (connect, Start-Control-Connection-Request/Reply, "+
+		"Outgoing-Call-Request/Reply), at a client in h2, each connection closed before the next; the setups take turns connection by "+
+		"connection, one every %v per lab (under fw4's limit of 25 new connections a second to the router), in %d rounds, each "+
+		"round first on an idle router, then with %s unrelated UDP flows that h1 sent through the router (one packet from each of as many "+
+		"source ports; conntrack -L counted %s in the kernel helper's router and %s in pptp-alg's), which are deleted at the end of the round.\n\n",
+		connectPace, r.opt.connectRounds, thousands(float64(r.opt.connectFlows)),
+		thousands(float64(r.connectFlows[setupHelper])), thousands(float64(r.connectFlows[setupALG])))
+	t := table{head: []string{"setup", "connections", "p50, idle", "p99, idle", "p50, flows", "p99, flows", "p50 flows / idle"}}
+	for _, s := range []setup{setupHelper, setupALG} {
+		a, b := latencies(r.connect[s][condIdle]), latencies(r.connect[s][condLoaded])
+		t.add(s.String(), fmt.Sprintf("%d + %d", a.n, b.n), us(a.p50), us(a.p99), us(b.p50), us(b.p99), fmt.Sprintf("%.2fx", ratio(b.p50, a.p50)))
+	}
+	t.write(w)
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func (r *results) printConcurrent(w io.Writer) {
+	if len(r.concurrent[setupALG].rates) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Concurrent call set-up\n\n")
+	fmt.Fprintf(w, "%d control connections, already open and spread over the lab's 2 LAN hosts, each write %d Outgoing-Call-Requests "+
+		"in one write, all at the same moment; a call's latency runs from its connection's write to its reply. Calls a second are "+
+		"all the calls over the time to the last reply, median of %d rounds; in each round the kernel helper's and pptp-alg's labs take a "+
+		"turn, in an order that alternates.\n\n", r.opt.concurrentConns, r.opt.concurrentCalls, r.opt.concurrentRounds)
+	t := table{head: []string{"setup", "calls", "p50", "p99", "max", "calls/s"}}
+	for _, s := range []setup{setupHelper, setupALG} {
+		c := r.concurrent[s]
+		l := latencies(c.latency)
+		t.add(s.String(), strconv.Itoa(l.n), us(l.p50), us(l.p99), us(l.max), thousands(median(c.rates)))
+	}
+	t.write(w)
+}
+
+func (r *results) printFlush(w io.Writer) {
+	f := r.flush
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(w, "\n## nft flush ruleset under control traffic, pptp-alg\n\n")
+	fmt.Fprintf(w, "In the scale lab, %d control connections with one call each send Echo-Requests every %v and read the replies; "+
+		"meanwhile the router runs `nft flush ruleset` %d times, each once nft lists the daemon's table again and %v have passed. "+
+		"A connection counts as reset if a write or read fails or a reply takes over %v; a call counts as lost if the daemon "+
+		"no longer lists it or the kernel lacks one of its GRE mappings afterwards.\n\n", f.conns, echoEvery, f.flushes, flushGap, ioTimeout)
+	t := table{head: []string{"flushes", "connections reset", "calls lost", "Echo exchanges", "table back after, longest"}}
+	t.add(strconv.Itoa(f.flushes), fmt.Sprintf("%d of %d", f.reset, f.conns), fmt.Sprintf("%d of %d", f.callsLost, f.calls),
+		thousands(float64(f.echoes)), f.restore.Round(time.Millisecond).String())
+	t.write(w)
+	if f.firstErr != "" {
+		fmt.Fprintf(w, "\nFirst failure: %s\n", f.firstErr)
+	}
+}
+
+// issue12Goals adds the goals of issue 12 that this run measured.
+func (r *results) issue12Goals(t *table) {
+	if len(r.idle) > 0 {
+		x := r.idle[0]
+		t.add(fmt.Sprintf("idle, no calls, %v: at most 1 wakeup a second on average", x.window.Round(time.Second)),
+			fmt.Sprintf("%.2f/s", x.wakeupsPerSecond()), yes(x.wakeupsPerSecond() <= 1))
+		t.add("idle, no calls: no socket opened", socketsText(x.sockets), yes(x.socketCount() == 0))
+		t.add("idle, no calls: CPU under 0.05 % of a core", fmt.Sprintf("%.3f %%", 100*x.cpuShare()), yes(x.cpuShare() < 0.0005))
+	}
+	if len(r.connect[setupALG][condIdle]) > 0 {
+		h, a := latencies(r.connect[setupHelper][condIdle]), latencies(r.connect[setupALG][condIdle])
+		t.add("control connection set-up p50 within 1 ms of the kernel helper's (idle router)",
+			fmt.Sprintf("%s vs %s (%+d µs)", us(a.p50), us(h.p50), (a.p50-h.p50).Microseconds()), yes(a.p50-h.p50 <= time.Millisecond))
+		l := latencies(r.connect[setupALG][condLoaded])
+		t.add(fmt.Sprintf("control connection set-up p50 with %s unrelated flows within 10 %% of without", thousands(float64(r.opt.connectFlows))),
+			fmt.Sprintf("%s vs %s (%.2fx)", us(l.p50), us(a.p50), ratio(l.p50, a.p50)), yes(float64(l.p50) <= 1.1*float64(a.p50)))
+	}
+	if len(r.concurrent[setupALG].rates) > 0 {
+		h, a := r.concurrent[setupHelper], r.concurrent[setupALG]
+		hl, al := latencies(h.latency), latencies(a.latency)
+		what := fmt.Sprintf("%d connections × %d calls at once", r.opt.concurrentConns, r.opt.concurrentCalls)
+		t.add(what+": p99 within 1 ms of the kernel helper's",
+			fmt.Sprintf("%s vs %s (%+d µs)", us(al.p99), us(hl.p99), (al.p99-hl.p99).Microseconds()), yes(al.p99-hl.p99 <= time.Millisecond))
+		t.add(what+": at least the kernel helper's calls/s",
+			fmt.Sprintf("%s/s vs %s/s", thousands(median(a.rates)), thousands(median(h.rates))), yes(median(a.rates) >= median(h.rates)))
+	}
+	if f := r.flush; f != nil {
+		t.add(fmt.Sprintf("%d × nft flush ruleset under traffic on %d control connections: none reset, no call lost", f.flushes, f.conns),
+			fmt.Sprintf("%d reset, %d lost", f.reset, f.callsLost), yes(f.reset == 0 && f.callsLost == 0))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
@@ -62,6 +63,7 @@ type rig struct {
 	daemonPID int
 	socket    string
 	daemonLog string
+	sockets   string // strace's record of the daemon's socket calls, if traced
 }
 
 // daemonOptions is how the bench starts pptp-alg.
@@ -69,6 +71,10 @@ type daemonOptions struct {
 	bin       string
 	maxCalls  int
 	routerNft string // nft -f this after start, if set
+	// traceSockets runs the daemon under strace, which records each
+	// socket it opens. Through seccomp, strace stops the daemon only at
+	// those calls, so an idle daemon runs as it would without it.
+	traceSockets bool
 }
 
 // newRig builds a lab with prefix whose router runs s.
@@ -239,7 +245,12 @@ func (r *rig) startDaemon(ctx context.Context, dc daemonOptions) error {
 	// The bench's PNS sends no echoes and its GRE call lies idle between
 	// sections: without the long timeouts the daemon would release it.
 	// (They leave the 10 s idle check as it is.)
-	p, err := l.Start("pptp-alg", l.Router, nil, "sh", "-c", `exec "$0" "$@" 2>>'`+r.daemonLog+`'`, dc.bin, "run",
+	wrap := `exec "$0" "$@" 2>>'` + r.daemonLog + `'`
+	if dc.traceSockets {
+		r.sockets = filepath.Join(l.Dir, "pptp-alg.strace")
+		wrap = `exec strace -f -qq --seccomp-bpf -e trace=socket,socketpair -e signal=none -o '` + r.sockets + `' "$0" "$@" 2>>'` + r.daemonLog + `'`
+	}
+	p, err := l.Start("pptp-alg", l.Router, nil, "sh", "-c", wrap, dc.bin, "run",
 		"--lan", lab.RouterLAN, "--wan", lab.RouterWAN, "--socket", r.socket,
 		"--max-calls", caps, "--max-calls-per-client", caps, "--max-conns-per-client", caps,
 		"--idle-timeout", "1h", "--control-idle-timeout", "1h")
@@ -273,6 +284,17 @@ func (r *rig) startDaemon(ctx context.Context, dc daemonOptions) error {
 func (r *rig) stopDaemon() error {
 	if r.daemon == nil {
 		return nil
+	}
+	if r.sockets != "" && r.daemonPID != 0 {
+		// strace would take the SIGTERM: the daemon gets it itself, so
+		// that it removes its tables, and strace ends with it.
+		syscall.Kill(r.daemonPID, syscall.SIGTERM)
+		for range 100 {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.daemonPID)); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	err := r.daemon.Stop()
 	r.daemon = nil

@@ -117,6 +117,9 @@ func (b *bench) scaleStep(ctx context.Context, r *scaleResult, profile, gre bool
 		r.spread = len(h1.serverIDs)
 		one := calls{serverIDs: h1.serverIDs[:1], peerIDs: h1.peerIDs[:1], peer: h1.peer, clientIDs: h1.clientIDs[:1]}
 		ref := b.rigs[setupALG]
+		if err := ref.openCall(); err != nil { // if the GRE section did not
+			return fmt.Errorf("%v: call: %w", ref.setup, err)
+		}
 		for _, d := range []direction{outbound, inbound} {
 			for _, x := range []struct {
 				name string

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/lab"
+)
+
+// The idle section: what the daemon costs a router while nothing happens,
+// with no calls and with calls held but quiet. A router's CPU is small
+// and shared; a daemon that polls wakes it for nothing.
+
+// idleResult is one window of watching the daemon.
+type idleResult struct {
+	calls   int
+	window  time.Duration
+	runs    uint64         // times its threads were put on a CPU
+	sockets map[string]int // sockets opened, by family
+	cpu     time.Duration  // user and system time
+}
+
+func (r idleResult) wakeupsPerSecond() float64 { return float64(r.runs) / r.window.Seconds() }
+func (r idleResult) cpuShare() float64         { return r.cpu.Seconds() / r.window.Seconds() }
+
+func (r idleResult) socketCount() int {
+	n := 0
+	for _, k := range r.sockets {
+		n += k
+	}
+	return n
+}
+
+// idleSettle is how long the daemon is left alone before a window starts,
+// so that start-up or set-up work does not count.
+const idleSettle = 5 * time.Second
+
+// idleSection watches a daemon of its own (under strace, in a lab of its
+// own) for opt.idle with no calls, then again with opt.idleCalls held.
+func (b *bench) idleSection(ctx context.Context, tools *lab.Tools, dopt daemonOptions) error {
+	if _, err := exec.LookPath("strace"); err != nil {
+		return fmt.Errorf("counts the daemon's sockets with strace: %w (scripts/deps.sh installs it)", err)
+	}
+	b.progress("lab for the idle section")
+	dopt.traceSockets = true
+	var err error
+	if b.idle, err = newRig(ctx, setupALG, "pabidle", 2, tools, b.root, dopt, b.log); err != nil {
+		return err
+	}
+	r := b.idle
+	settle := min(idleSettle, b.opt.idle)
+	b.progress("idle, no calls: %v", b.opt.idle)
+	res, err := r.watchIdle(ctx, settle, b.opt.idle)
+	if err != nil {
+		return err
+	}
+	b.res.idle = append(b.res.idle, res)
+
+	// The calls: 250 a connection, as in the scale steps.
+	const perConn = 250
+	var conns []*pns
+	defer func() {
+		for _, p := range conns {
+			p.Close()
+		}
+	}()
+	for left, i := b.opt.idleCalls, 0; left > 0; i++ {
+		p, err := r.dial(r.lab.Hosts[i%len(r.lab.Hosts)])
+		if err != nil {
+			return err
+		}
+		conns = append(conns, p)
+		var ids []uint16
+		for id := range min(left, perConn) {
+			ids = append(ids, uint16(id+1))
+		}
+		left -= len(ids)
+		if _, err := p.open(ids, b.opt.window); err != nil {
+			return err
+		}
+	}
+	if in, out, err := r.kernelCalls(ctx); err != nil {
+		return err
+	} else if in != b.opt.idleCalls || out != b.opt.idleCalls {
+		return fmt.Errorf("kernel holds %d inbound and %d outbound GRE mappings, want %d", in, out, b.opt.idleCalls)
+	}
+	b.progress("idle, %d calls held: %v", b.opt.idleCalls, b.opt.idle)
+	if res, err = r.watchIdle(ctx, settle, b.opt.idle); err != nil {
+		return err
+	}
+	res.calls = b.opt.idleCalls
+	b.res.idle = append(b.res.idle, res)
+	// The calls must still be there: a daemon that released them would
+	// have been idle for another reason.
+	if n, err := r.mappings(ctx, b.algBin); err != nil {
+		return err
+	} else if n != b.opt.idleCalls {
+		return fmt.Errorf("after the idle window the daemon lists %d calls, want %d", n, b.opt.idleCalls)
+	}
+	return nil
+}
+
+// watchIdle waits settle, then counts what the daemon does for window.
+func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idleResult, error) {
+	res := idleResult{window: window}
+	if err := sleep(ctx, settle); err != nil {
+		return res, err
+	}
+	runs0, err := taskRuns(r.daemonPID)
+	if err != nil {
+		return res, err
+	}
+	st0, err := readProc(r.daemonPID)
+	if err != nil {
+		return res, err
+	}
+	sock0, err := r.socketsOpened()
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	if err := sleep(ctx, window); err != nil {
+		return res, err
+	}
+	runs1, err := taskRuns(r.daemonPID)
+	if err != nil {
+		return res, err
+	}
+	st1, err := readProc(r.daemonPID)
+	if err != nil {
+		return res, err
+	}
+	sock1, err := r.socketsOpened()
+	if err != nil {
+		return res, err
+	}
+	res.window = time.Since(start)
+	for tid, n := range runs1 {
+		res.runs += n - runs0[tid] // a thread born in the window starts from 0
+	}
+	res.cpu = st1.CPU - st0.CPU
+	res.sockets = map[string]int{}
+	for _, family := range sock1[len(sock0):] {
+		res.sockets[family]++
+	}
+	return res, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// taskRuns reads how many times each thread of pid has been put on a CPU
+// (the third field of /proc/PID/task/TID/schedstat): every wakeup, and
+// every return after preemption, which an idle process has none of. A
+// thread that exits takes its count with it; Go keeps its threads.
+func taskRuns(pid int) (map[int]uint64, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	runs := map[int]uint64{}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 3 {
+			return nil, fmt.Errorf("%s/%s/schedstat: %q", dir, t.Name(), b)
+		}
+		runs[tid], _ = strconv.ParseUint(f[2], 10, 64)
+	}
+	return runs, nil
+}
+
+// socketsOpened lists the family of every socket the daemon has opened so
+// far, in order, from strace's record: lines such as
+//
+//	1234  socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_NETFILTER) = 7
+//	1234  socketpair(AF_UNIX, SOCK_STREAM, 0, [8, 9]) = 0
+//
+// A call strace splits ("<unfinished ...>", then "<... socket resumed>")
+// is counted at its first line, which names it.
+func (r *rig) socketsOpened() ([]string, error) {
+	if r.sockets == "" {
+		return nil, fmt.Errorf("%s: the daemon is not traced", r.lab.Name)
+	}
+	b, err := os.ReadFile(r.sockets)
+	if err != nil {
+		return nil, err
+	}
+	var families []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		for _, call := range []string{"socket(", "socketpair("} {
+			i := strings.Index(line, call)
+			if i < 0 || (i > 0 && line[i-1] != ' ') {
+				continue
+			}
+			family, _, _ := strings.Cut(line[i+len(call):], ",")
+			families = append(families, strings.TrimSpace(family))
+		}
+	}
+	return families, nil
+}
