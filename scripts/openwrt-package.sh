@@ -67,10 +67,11 @@ stage_main() {
 	install -D -m 0755 "$f/etc/init.d/pptp-alg" "$r/etc/init.d/pptp-alg"
 	install -D -m 0600 "$f/etc/config/pptp-alg" "$r/etc/config/pptp-alg"
 	install -D -m 0644 "$f/etc/uci-defaults/pptp-alg" "$r/etc/uci-defaults/pptp-alg"
-	install -D -m 0644 "$f/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft" \
-		"$r/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft"
-	install -D -m 0644 "$f/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft" \
-		"$r/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft"
+	# fw4's includes, whichever chains they are for.
+	local nft
+	for nft in "$f"/usr/share/nftables.d/*/*/*.nft; do
+		install -D -m 0644 "$nft" "$r/${nft#"$f"/}"
+	done
 }
 
 stage_luci() {
@@ -87,7 +88,8 @@ stage_luci() {
 
 # Package scripts hand over to OpenWrt's default_postinst and default_prerm
 # (/lib/functions.sh), which run the uci-defaults and enable, start or stop
-# the init scripts. pptp-alg gives the firewall back its helpers on removal.
+# the init scripts. After pptp-alg's removal fw4 reloads without its
+# includes.
 # shellcheck disable=SC2016 # text for the router's shell
 postinst() { # name, format
 	cat <<-EOF
@@ -107,10 +109,15 @@ prerm() { # name, format
 		[ -s "\${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
 		. "\${IPKG_INSTROOT}/lib/functions.sh"
 	EOF
-	[ "$1" != pptp-alg ] ||
-		echo '[ -n "${IPKG_INSTROOT}" ] || /etc/init.d/pptp-alg kernel_helper restore'
 	[ "$2" = ipk ] || printf 'export root="${IPKG_INSTROOT}" pkgname=%s\n' "$1"
 	echo 'default_prerm "$0" "$@"'
+}
+
+# shellcheck disable=SC2016
+postrm() { # name
+	[ "$1" = pptp-alg ] || return 0
+	echo '#!/bin/sh'
+	echo '[ -n "${IPKG_INSTROOT}" ] || fw4 -q reload || true'
 }
 
 conffiles() { # name
@@ -125,6 +132,7 @@ build() {
 	"$stage" "$r"
 	postinst "$name" "$format" >"$s/postinst"
 	prerm "$name" "$format" >"$s/prerm"
+	postrm "$name" >"$s/postrm"
 	if [ "$format" = apk ]; then
 		# OpenWrt's apk keeps its file lists and conffiles in the package.
 		local meta="$r/lib/apk/packages" c
@@ -138,12 +146,15 @@ build() {
 		[ -s "$meta/$name.conffiles" ] || rm -f "$meta/$name.conffiles" "$meta/$name.conffiles_static"
 		{ echo 'export PKG_UPGRADE=1'; sed 1d "$s/postinst"; } | sed '1i #!/bin/sh' >"$s/postupgrade"
 		file="$out/$name-$version.apk"
+		local postrm_arg=()
+		[ -s "$s/postrm" ] && postrm_arg=(-script "post-deinstall:$s/postrm")
 		[ "$parch" = all ] && parch=noarch
 		go run ./scripts/firmware/mkapk -files "$r" -o "$file" -name "$name" -version "$version" \
 			-arch "$parch" -depends "$deps" -description "$desc" -url "$url" \
 			-maintainer "$maintainer" -origin "$name" -mtime "$mtime" \
 			-script "post-install:$s/postinst" -script "post-upgrade:$s/postupgrade" \
-			-script "pre-deinstall:$s/prerm"
+			-script "pre-deinstall:$s/prerm" \
+			${postrm_arg[@]+"${postrm_arg[@]}"}
 	else
 		local c="$work/$name.control"
 		mkdir -p "$c"
@@ -164,6 +175,7 @@ build() {
 		[ -s "$c/conffiles" ] || rm "$c/conffiles"
 		install -m 0755 "$s/postinst" "$c/postinst"
 		install -m 0755 "$s/prerm" "$c/prerm"
+		[ -s "$s/postrm" ] && install -m 0755 "$s/postrm" "$c/postrm"
 		echo "2.0" >"$work/debian-binary"
 		local tarflags=(--sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" --format=gnu)
 		tar "${tarflags[@]}" -C "$c" -cf - . | gzip -9n >"$work/control.tar.gz"

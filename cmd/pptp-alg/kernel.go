@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
@@ -25,16 +24,8 @@ var kernelFeatures = []string{
 const fixHelperFW4 = "remove kmod-nf-nathelper-extra, or in /etc/config/firewall set option auto_helper '0' " +
 	"on the zone and name pptp in none of its helper lists or helper rules (list helper keeps the others), then run fw4 reload"
 
-// initScript is the OpenWrt package's procd script. Its kernel_helper off
-// takes pptp off what fw4 assigns to the LAN zones (it does so itself when
-// pptp-alg is enabled), and restore puts back what they had.
-var initScript = "/etc/init.d/pptp-alg"
-
 func helperFix(h nat.HelperRule) string {
 	if zone, ok := strings.CutPrefix(h.Chain, "helper_"); ok && h.Table == "inet fw4" {
-		if _, err := os.Stat(initScript); err == nil {
-			return "fw4 assigns it to zone " + zone + ": run " + initScript + " kernel_helper off, or " + fixHelperFW4
-		}
 		return "fw4 assigns it to zone " + zone + ": " + fixHelperFW4
 	}
 	// A rule of fw4's elsewhere came from an include, not from its config.

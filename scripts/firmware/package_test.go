@@ -33,7 +33,7 @@ type pkg struct {
 	name, version, arch string
 	depends             []string
 	conffiles           []string
-	scripts             map[string]string // postinst, prerm
+	scripts             map[string]string // postinst, prerm, postrm
 	files               map[string]entry  // absolute path; directories left out
 }
 
@@ -154,7 +154,7 @@ func readAPK(t *testing.T, file string) pkg {
 	}
 	p := pkg{name: a.Info.Name, version: a.Info.Version, arch: a.Info.Arch, depends: a.Info.Depends,
 		files: map[string]entry{}, scripts: map[string]string{
-			"postinst": a.Scripts["post-install"], "prerm": a.Scripts["pre-deinstall"]}}
+			"postinst": a.Scripts["post-install"], "prerm": a.Scripts["pre-deinstall"], "postrm": a.Scripts["post-deinstall"]}}
 	for _, e := range a.Files {
 		if !e.Dir {
 			p.files["/"+e.Path] = entry{mode: e.Mode, data: e.Data}
@@ -219,16 +219,17 @@ func readIPK(t *testing.T, file string) pkg {
 		}
 	}
 	p := pkg{name: fields["Package"], version: fields["Version"], arch: fields["Architecture"],
-		files:   untar(t, outer["/data.tar.gz"].data),
-		scripts: map[string]string{"postinst": string(ctl["/postinst"].data), "prerm": string(ctl["/prerm"].data)}}
+		files: untar(t, outer["/data.tar.gz"].data),
+		scripts: map[string]string{"postinst": string(ctl["/postinst"].data), "prerm": string(ctl["/prerm"].data),
+			"postrm": string(ctl["/postrm"].data)}}
 	for _, d := range strings.Split(fields["Depends"], ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			p.depends = append(p.depends, d)
 		}
 	}
 	p.conffiles = strings.Fields(string(ctl["/conffiles"].data))
-	for _, s := range []string{"/postinst", "/prerm"} {
-		if ctl[s].mode != 0o755 {
+	for _, s := range []string{"/postinst", "/prerm", "/postrm"} {
+		if e, ok := ctl[s]; ok && e.mode != 0o755 {
 			t.Errorf("%s: control %s mode %v, want 0755", file, s, ctl[s].mode)
 		}
 	}
@@ -266,27 +267,31 @@ func checkPackages(t *testing.T, format string) {
 		files        map[string]fs.FileMode // path: mode
 		fromSource   map[string]string      // path: repository file it copies
 		postinst, rm []string               // what the scripts must say
+		postrm       string                 // all of postrm; "" for none
 	}{{
 		p: main, name: "pptp-alg", arch: wantArch,
 		depends:   []string{"firewall4", "kmod-nf-conntrack-netlink", "kmod-nft-nat", "kmod-nft-netdev"},
 		conffiles: []string{"/etc/config/pptp-alg"},
 		files: map[string]fs.FileMode{
-			"/usr/sbin/pptp-alg":                                      0o755,
-			"/etc/init.d/pptp-alg":                                    0o755,
-			"/etc/config/pptp-alg":                                    0o600,
-			"/etc/uci-defaults/pptp-alg":                              0o644,
-			"/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft": 0o644,
-			"/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft":   0o644,
+			"/usr/sbin/pptp-alg":                                          0o755,
+			"/etc/init.d/pptp-alg":                                        0o755,
+			"/etc/config/pptp-alg":                                        0o600,
+			"/etc/uci-defaults/pptp-alg":                                  0o644,
+			"/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft":     0o644,
+			"/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft":       0o644,
+			"/usr/share/nftables.d/chain-pre/input/31-pptp-alg-relay.nft": 0o644,
 		},
 		fromSource: map[string]string{
-			"/etc/init.d/pptp-alg":                                    "firmware/openwrt/pptp-alg/files/etc/init.d/pptp-alg",
-			"/etc/config/pptp-alg":                                    "firmware/openwrt/pptp-alg/files/etc/config/pptp-alg",
-			"/etc/uci-defaults/pptp-alg":                              "firmware/openwrt/pptp-alg/files/etc/uci-defaults/pptp-alg",
-			"/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft": "firmware/openwrt/pptp-alg/files/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft",
-			"/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft":   "firmware/openwrt/pptp-alg/files/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft",
+			"/etc/init.d/pptp-alg":                                        "firmware/openwrt/pptp-alg/files/etc/init.d/pptp-alg",
+			"/etc/config/pptp-alg":                                        "firmware/openwrt/pptp-alg/files/etc/config/pptp-alg",
+			"/etc/uci-defaults/pptp-alg":                                  "firmware/openwrt/pptp-alg/files/etc/uci-defaults/pptp-alg",
+			"/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft":     "firmware/openwrt/pptp-alg/files/usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft",
+			"/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft":       "firmware/openwrt/pptp-alg/files/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft",
+			"/usr/share/nftables.d/chain-pre/input/31-pptp-alg-relay.nft": "firmware/openwrt/pptp-alg/files/usr/share/nftables.d/chain-pre/input/31-pptp-alg-relay.nft",
 		},
 		postinst: []string{"default_postinst"},
-		rm:       []string{"/etc/init.d/pptp-alg kernel_helper restore", "default_prerm"},
+		rm:       []string{"default_prerm"},
+		postrm:   "#!/bin/sh\n[ -n \"${IPKG_INSTROOT}\" ] || fw4 -q reload || true\n",
 	}, {
 		p: luci, name: "luci-app-pptp-alg", arch: wantLuciArch,
 		depends: []string{"luci-base", "pptp-alg"},
@@ -335,6 +340,23 @@ func checkPackages(t *testing.T, format string) {
 		for _, s := range c.rm {
 			if !strings.Contains(p.scripts["prerm"], s) {
 				t.Errorf("%s: prerm lacks %q:\n%s", c.name, s, p.scripts["prerm"])
+			}
+		}
+		if p.scripts["postrm"] != c.postrm {
+			t.Errorf("%s: postrm %q, want %q", c.name, p.scripts["postrm"], c.postrm)
+		}
+		// /etc/config/firewall is another package's: nothing of ours
+		// writes it, except the migration that undoes what 0.1.0-r1 did.
+		for path, e := range p.files {
+			for _, w := range []string{"commit firewall", "set firewall.", "delete firewall.", "add_list firewall.", "kernel_helper"} {
+				if strings.Contains(string(e.data), w) && path != "/etc/uci-defaults/pptp-alg" {
+					t.Errorf("%s: %s has %q: it writes /etc/config/firewall", c.name, path, w)
+				}
+			}
+		}
+		for name, script := range p.scripts {
+			if strings.Contains(script, "kernel_helper") || strings.Contains(script, "firewall") {
+				t.Errorf("%s: %s touches the firewall config:\n%s", c.name, name, script)
 			}
 		}
 		if format == "apk" {
