@@ -89,14 +89,19 @@ func ingressChain(t *nftables.Table, name, dev string) *nftables.Chain {
 // fastLinks is what the fast path was built for; when any of it changes,
 // it is built again.
 type fastLinks struct {
-	wan     link
-	lan     []link
-	wanAddr netip.Addr
-	routes  uint64 // routesDigest
+	wan link
+	// The LAN interfaces that exist, by name: a LAN may be absent (a
+	// bridge that is down) and come back; its GRE takes the ip table
+	// meanwhile, which matches interfaces by name.
+	lan      []link
+	lanNames []string
+	wanAddr  netip.Addr
+	routes   uint64 // routesDigest
 }
 
 func (a fastLinks) equal(b fastLinks) bool {
-	return a.wan == b.wan && slices.Equal(a.lan, b.lan) && a.wanAddr == b.wanAddr && a.routes == b.routes
+	return a.wan == b.wan && slices.Equal(a.lan, b.lan) && slices.Equal(a.lanNames, b.lanNames) &&
+		a.wanAddr == b.wanAddr && a.routes == b.routes
 }
 
 // fastState is the Plane's view of its fast path.
@@ -301,10 +306,17 @@ func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 	}
 	for _, n := range p.cfg.LAN {
 		ln, err := lookupLink(p.dump.netns, n)
+		if errors.Is(err, unix.ENODEV) {
+			continue // absent for now
+		}
 		if err != nil {
 			return l, fmt.Errorf("LAN %s: %w", n, err)
 		}
 		l.lan = append(l.lan, ln)
+		l.lanNames = append(l.lanNames, n)
+	}
+	if len(l.lan) == 0 {
+		return l, errNoLAN
 	}
 	l.wanAddr = wanAddr
 	if l.routes, err = routesDigest(p.dump.netns); err != nil {
@@ -360,7 +372,9 @@ func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 		}
 		c.AddChain(o.wanIn)
 		for _, ch := range o.lanIn {
-			c.AddChain(ch)
+			if slices.Contains(links.lanNames, ch.Device) {
+				c.AddChain(ch)
+			}
 		}
 		return nil
 	})
@@ -380,6 +394,9 @@ func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 	// the fast path, by leaving it to the ip table.
 	if links.wanAddr.IsValid() {
 		for _, ch := range o.lanIn {
+			if !slices.Contains(links.lanNames, ch.Device) {
+				continue
+			}
 			r, err := ruleMsg(ch, o.outboundExprs(links.wanAddr, links.wan), fwdNeigh{addr: reg11, dev: reg12})
 			if err != nil {
 				return nil, err
@@ -590,6 +607,9 @@ func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
 	}
 	return true, nil
 }
+
+// errNoLAN is why the fast path is off while no LAN interface exists.
+var errNoLAN = errors.New("no LAN interface exists")
 
 // ErrFastPathOff is why FastPath is off without Config.FastPath.
 var ErrFastPathOff = errors.New("turned off")

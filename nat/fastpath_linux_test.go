@@ -778,3 +778,47 @@ func TestFastPathAdder(t *testing.T) {
 		t.Error("the fast path was marked for rebuilding: a batch was refused")
 	}
 }
+
+// TestFastPathAbsentLAN: a LAN interface that does not exist (a bridge
+// that is down) gets no ingress chain, the others keep the fast path, and
+// it gets its chain when it appears and loses it when it goes.
+func TestFastPathAbsentLAN(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	r := newRouter(t)
+	p := openFastPlane(t, r, []string{"rlan0", "rguest0"}, true)
+	chains := func() string {
+		return nftStdout(t, r.rtr, "list", "table", "netdev", "pptp_alg")
+	}
+	check := func(want bool) {
+		t.Helper()
+		rebuilt, err := p.CheckFastPath()
+		if err != nil || rebuilt != want {
+			t.Fatalf("CheckFastPath() = %v, %v; want %v, nil", rebuilt, err, want)
+		}
+		if on, why := p.FastPath(); !on {
+			t.Fatalf("FastPath() = off (%v)", why)
+		}
+	}
+	if on, why := p.FastPath(); !on {
+		t.Fatalf("FastPath() with rguest0 absent = off (%v), want on for rlan0", why)
+	}
+	if got := chains(); !strings.Contains(got, "chain lan_ingress_rlan0") || strings.Contains(got, "rguest0") {
+		t.Fatalf("netdev table with rguest0 absent:\n%s", got)
+	}
+	check(false)
+
+	r.rtr.ip(t, "link", "add", "rguest0", "type", "bridge")
+	r.rtr.ip(t, "link", "set", "rguest0", "up")
+	check(true)
+	if got := chains(); !strings.Contains(got, "chain lan_ingress_rlan0") || !strings.Contains(got, "chain lan_ingress_rguest0") {
+		t.Fatalf("netdev table once rguest0 exists:\n%s", got)
+	}
+	check(false)
+
+	r.rtr.ip(t, "link", "del", "rguest0")
+	check(true)
+	if got := chains(); !strings.Contains(got, "chain lan_ingress_rlan0") || strings.Contains(got, "rguest0") {
+		t.Fatalf("netdev table after rguest0 went:\n%s", got)
+	}
+}

@@ -49,6 +49,11 @@ and delivered locally: the firewall's input chain must accept untracked GRE
 router's own relayed control connections, and its PPTP client reconnects;
 while pptp-alg is disabled, new ones go direct.
 
+The WAN interface must exist at start. A LAN interface need not: LAN
+interfaces are matched by name, so one that is absent at start, or goes
+away and comes back (a bridge whose network is restarted), is served
+whenever it exists, and the calls of the others go on meanwhile.
+
 Fast path: the GRE of known calls is forwarded from the ingress hook of the
 WAN and LAN interfaces (a second table of the same name, family netdev,
 using nft's fwd), skipping routing, the firewall's chains and conntrack;
@@ -79,7 +84,7 @@ environment to choose otherwise.`,
 	exit: `
 0  stopped by SIGTERM or SIGINT, with everything it installed removed
 1  a runtime failure after start-up
-2  a bad flag, a missing interface or WAN address, a missing kernel feature
+2  a bad flag, a missing WAN interface or address, a missing kernel feature
    or permission, a port in use, or another pptp-alg on the same socket`,
 	example: `
 pptp-alg run --lan br-lan --wan wan
@@ -182,9 +187,14 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		debug.SetGCPercent(50)
 	}
 
-	for _, name := range append([]string{cfg.wan}, cfg.lan...) {
+	if _, err := net.InterfaceByName(cfg.wan); err != nil {
+		return usagef("WAN interface %s not found", cfg.wan)
+	}
+	// A LAN interface may be absent (a bridge whose network is down): the
+	// redirect and the GRE rules match it by name when it comes.
+	for _, name := range cfg.lan {
 		if _, err := net.InterfaceByName(name); err != nil {
-			return usagef("interface %s not found", name)
+			log.Warn("LAN interface not found; serving it when it appears", "lan", name)
 		}
 	}
 	// Before touching the kernel: a second daemon would replace the

@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/lab"
+)
+
+// TestLANComesAndGoes: a LAN interface absent at start, then created and
+// deleted (a guest bridge whose network goes up and down), neither stops
+// the daemon nor drops the calls of the other LAN, and new tunnels work
+// throughout.
+func TestLANComesAndGoes(t *testing.T) {
+	const guest = "rguest0"
+	r := newRouter(t, 2, lab.FirewallFW4, "--lan", lab.RouterLAN+","+guest)
+	r.waitLog(t, regexp.MustCompile(`level=WARN msg="LAN interface not found; serving it when it appears" lan=`+guest))
+	r.startSimServer(t, "--early-gre")
+	r.holdSim(t, r.Hosts[0], "--call-ids", "7", "--pings", "2")
+	held := r.mappings(t)
+	if len(held) != 1 {
+		t.Fatalf("daemon lists %d calls, want the 1 held: %+v", len(held), held)
+	}
+
+	rebuilt := regexp.MustCompile(`msg="GRE fast path rebuilt"`)
+	rebuilds := func() int {
+		n := 0
+		for line := range strings.Lines(r.daemon.Output()) {
+			if rebuilt.MatchString(line) {
+				n++
+			}
+		}
+		return n
+	}
+	waitRebuilds := func(n int, after string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for rebuilds() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no fast path rebuild within 10 s of %s; log:\n%s", after, r.daemon.Output())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ctx := context.Background()
+	before := rebuilds()
+	for i, step := range [][]string{
+		{"ip", "link", "add", guest, "type", "bridge"},
+		{"ip", "link", "del", guest},
+	} {
+		if _, err := r.Run(ctx, r.Router, step[0], step[1:]...); err != nil {
+			t.Fatal(err)
+		}
+		waitRebuilds(before+i+1, strings.Join(step, " "))
+		if st := r.status(t); !st.Enabled || !st.FastPath {
+			t.Errorf("after %v: status enabled %v, fast path %v (%s)", step, st.Enabled, st.FastPath, st.FastPathOff)
+		}
+		ms := r.mappings(t)
+		if len(ms) != 1 || ms[0].NATCallID != held[0].NATCallID || !ms[0].Since.Equal(held[0].Since) {
+			t.Errorf("after %v: calls %+v, want the held call %+v", step, ms, held)
+		}
+		lines, err := r.sim(t, r.Hosts[1], "--calls", "1", "--pings", "3", "--then", "clear")
+		if err != nil {
+			t.Fatalf("a new tunnel after %v: %v", step, err)
+		}
+		checkCalls(t, "a new tunnel after "+strings.Join(step, " "), lines, 1)
+	}
+	if r.daemon.Exited() {
+		t.Fatalf("the daemon exited:\n%s", r.daemon.Output())
+	}
+}
