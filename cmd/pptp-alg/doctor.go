@@ -109,7 +109,8 @@ func hostSystem(socket string) system {
 				return err
 			}
 			defer t.Close()
-			_, err = t.Helper(netip.AddrPort{}, netip.AddrPort{})
+			none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0) // no connection: "not found"
+			_, err = t.Helper(none, none)
 			return err
 		},
 		ipForward: func() (bool, error) {
