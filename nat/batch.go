@@ -111,9 +111,6 @@ func recordBatch(queue func(c *nftables.Conn) error) ([]netlink.Message, error) 
 	return msgs[1 : len(msgs)-1], nil
 }
 
-// batchTimeout bounds the wait for the kernel's acknowledgements.
-const batchTimeout = 5 * time.Second
-
 // sendBatch sends msgs as one nf_tables transaction on a socket of its own
 // in netns (an fd; 0 for our own) and waits for each acknowledgement. The
 // socket is closed after: a failed batch may leave replies unread. Errors
@@ -135,7 +132,7 @@ func sendBatch(netns int, msgs []netlink.Message) error {
 		batch = append(batch, m)
 	}
 	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
-	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(replyTimeout)); err != nil {
 		return err
 	}
 	if _, err := c.SendMessages(batch); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -143,7 +144,11 @@ func (d *dumper) elements(family byte, table, set string, keyLen int, fn func(ke
 	if d.buf == nil {
 		d.buf = make([]byte, dumpBufSize)
 	}
-	err := d.read(family, table, set, keyLen, fn)
+	// The whole dump, however many datagrams, within the deadline.
+	err := d.conn.SetDeadline(time.Now().Add(replyTimeout))
+	if err == nil {
+		err = d.read(family, table, set, keyLen, fn)
+	}
 	if err != nil {
 		d.conn.Close()
 		d.conn = nil

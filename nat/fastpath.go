@@ -124,11 +124,11 @@ type fastState struct {
 	// asks for no element that is not there: a batch the kernel refuses
 	// costs it 15 to 30 ms here, with p.mu held.
 	present  map[fastKey]struct{}
-	idle     *sync.Cond     // on p.mu: inflight went empty
-	adder    *nftables.Conn // the adder's own
-	flushing sync.Mutex     // one flushPending at a time (tests call it too)
-	wake     chan struct{}  // to the adder, when pending grows
-	done     chan struct{}  // closed by Close, once
+	idle     *sync.Cond    // on p.mu: inflight went empty
+	adder    *nftConn      // the adder's own
+	flushing sync.Mutex    // one flushPending at a time (tests call it too)
+	wake     chan struct{} // to the adder, when pending grows
+	done     chan struct{} // closed by Close, once
 	stop     sync.Once
 	stopped  chan struct{} // closed by the adder as it returns
 	rebuilt  bool          // installFast ran while a batch was in flight
@@ -195,7 +195,7 @@ func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
 // calls' as are waiting in one batch.
 func (p *Plane) startAdder() error {
 	f := &p.fast
-	c, err := nftables.New(p.opts...)
+	c, err := dialNFT(p.opts)
 	if err != nil {
 		return err
 	}
@@ -276,7 +276,7 @@ func (p *Plane) flushSome() (more bool) {
 	}
 	if err != nil && !fromKernel(err) {
 		// Replies may be left unread: a new socket, as settle does.
-		if c, nerr := nftables.New(p.opts...); nerr == nil {
+		if c, nerr := dialNFT(p.opts); nerr == nil {
 			_ = f.adder.CloseLasting()
 			f.adder = c
 		}

@@ -83,7 +83,7 @@ func (h HelperRule) SeesRelayedConnections() bool {
 // nothing. Helpers assigned through iptables-nft's CT target are found too;
 // rules of the legacy iptables backend are not in nftables and are not.
 func InspectRuleset(opts ...nftables.ConnOption) (Ruleset, error) {
-	conn, err := nftables.New(append(slices.Clip(opts), nftables.AsLasting())...)
+	conn, err := dialNFT(opts) // one deadline for the whole inspection
 	if err != nil {
 		return Ruleset{}, fmt.Errorf("nat: inspect ruleset: %w", err)
 	}
@@ -101,7 +101,7 @@ func InspectRuleset(opts ...nftables.ConnOption) (Ruleset, error) {
 		if t.Family != nftables.TableFamilyIPv4 && t.Family != nftables.TableFamilyINet {
 			continue
 		}
-		if err := inspectTable(conn, t, chains, &rs); err != nil {
+		if err := inspectTable(conn.Conn, t, chains, &rs); err != nil {
 			return Ruleset{}, err
 		}
 	}

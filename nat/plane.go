@@ -109,7 +109,7 @@ func ipv4(a netip.Addr) (netip.Addr, error) {
 type Plane struct {
 	mu   sync.Mutex
 	opts []nftables.ConnOption // to open the socket again after a fault
-	conn *nftables.Conn
+	conn *nftConn
 	cfg  Config
 	obj  objects
 	dump dumper // for Counters, and the fast path's netns
@@ -132,8 +132,8 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	opts = append(slices.Clip(opts), nftables.AsLasting())
-	conn, err := nftables.New(opts...)
+	opts = slices.Clip(opts)
+	conn, err := dialNFT(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
@@ -158,7 +158,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 // need it.
 func (p *Plane) install() error {
 	p.calls = map[[6]byte]int{} // the caller adds its calls again
-	if err := p.obj.queueInstall(p.conn, p.cfg); err != nil {
+	if err := p.obj.queueInstall(p.conn.Conn, p.cfg); err != nil {
 		return err
 	}
 	if err := p.settle(p.conn.Flush()); err != nil {
@@ -180,7 +180,7 @@ func (p *Plane) settle(err error) error {
 	if err == nil || fromKernel(err) {
 		return err
 	}
-	if c, nerr := nftables.New(p.opts...); nerr == nil {
+	if c, nerr := dialNFT(p.opts); nerr == nil {
 		_ = p.conn.CloseLasting()
 		p.conn = c
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -172,6 +173,9 @@ func rtExecute(netns int, typ netlink.HeaderType, flags netlink.HeaderFlags, dat
 		return nil, err
 	}
 	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(replyTimeout)); err != nil {
+		return nil, err
+	}
 	return c.Execute(netlink.Message{
 		Header: netlink.Header{Type: typ, Flags: netlink.Request | flags},
 		Data:   data,

@@ -202,6 +202,13 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if socketAnswers(cfg.socket) {
 		return usagef("control socket %s: another pptp-alg is running", cfg.socket)
 	}
+	// A kernel without a feature refuses a table that uses it; ask
+	// first, so the reason is the feature's (a batch that fails at once
+	// names nothing).
+	findings := nat.Probe(0)
+	if f, missing := nat.Missing(findings); missing {
+		return usagef("%s: %s", lacks(f), featureFix(f))
+	}
 	tracker, err := conntrack.Open()
 	if err != nil {
 		return usagef("%v (needs ctnetlink)", err)
@@ -215,7 +222,15 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("%v (needs root and ctnetlink: nf_conntrack_netlink)", err)
 	}
 
-	d := &daemon{cfg: cfg, log: log, tracker: tracker, features: kernelFeatures, failed: make(chan error, 1)}
+	var features []string
+	for _, f := range findings {
+		if f.Err == nil {
+			features = append(features, f.Name)
+		} else if cfg.fastPath && !errors.Is(f.Err, nat.ErrNotTried) {
+			log.Warn(lacks(f)+": the fast path cannot be installed, GRE goes through the ip table", "fix", featureFix(f))
+		}
+	}
+	d := &daemon{cfg: cfg, log: log, tracker: tracker, features: append(features, "ctnetlink"), failed: make(chan error, 1)}
 	if _, err := d.enable(); err != nil {
 		return usageError{err}
 	}

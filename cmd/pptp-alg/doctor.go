@@ -23,15 +23,15 @@ var doctorHelp = help{
 	about: `
 Check what a working PPTP passthrough needs, one line per check, "ok" or
 "FAIL" with the fix on the line after. It works with or without a running
-daemon. It changes nothing but a throwaway nftables table,
-"pptp_alg_doctor", that it installs and deletes at once: its rules name
-interfaces no router has, bar one that drops connections made straight to
-the relay port, as the daemon's own table does. Run it as root on the
-router.
+daemon. It changes nothing. Run it as root on the router.
 
   nftables            the ruleset can be read (root, nf_tables)
-  nftables features   a table with maps, concatenations, notrack and
-                      redirect can be installed, as the daemon's is
+  nftables features   the kernel has what the daemon's table uses: maps
+                      with concatenated keys and counters, notrack, nat
+                      chains, redirect (tried in a batch the kernel
+                      checks and then refuses: it commits nothing)
+  fast path features  the kernel has nftables' netdev family and fwd,
+                      which the GRE fast path uses
   ctnetlink           the conntrack table can be read
   IPv4 forwarding     net.ipv4.ip_forward is on
   kernel PPTP helper  no rule assigns the kernel's own PPTP helper
@@ -65,8 +65,8 @@ type check struct {
 type system struct {
 	daemon    func(context.Context) (controlapi.Status, error)
 	ruleset   func() (nat.Ruleset, error)
-	tryTable  func(relayPort uint16) error // install and delete a throwaway table
-	conntrack func() error                 // read the conntrack table
+	probe     func() []nat.Finding // the kernel's nftables features
+	conntrack func() error         // read the conntrack table
 	ipForward func() (bool, error)
 }
 
@@ -94,15 +94,7 @@ func hostSystem(socket string) system {
 			return st, err
 		},
 		ruleset: func() (nat.Ruleset, error) { return nat.InspectRuleset() },
-		tryTable: func(port uint16) error {
-			// Interface names no router has: its rules match nothing,
-			// bar the relay port guard, which the daemon has too.
-			p, err := nat.Open(nat.Config{Table: "pptp_alg_doctor", LAN: []string{"doctor-lan0"}, WAN: "doctor-wan0", RelayPort: port})
-			if err != nil {
-				return err
-			}
-			return p.Close()
-		},
+		probe:   func() []nat.Finding { return nat.Probe(0) },
 		conntrack: func() error {
 			t, err := conntrack.Open()
 			if err != nil {
@@ -143,13 +135,7 @@ func diagnose(ctx context.Context, sys system) []check {
 	add("nftables", rulesetErr, "the ruleset is readable", "cannot read the ruleset",
 		"the kernel needs nf_tables (OpenWrt: kmod-nft-core)")
 
-	port := uint16(1724) // run's default relay port
-	if daemonErr == nil && st.RelayPort > 0 {
-		port = uint16(st.RelayPort) // its guard is the daemon's own
-	}
-	add("nftables features", sys.tryTable(port), "a table with maps, concatenations, notrack and redirect installs",
-		"cannot install a table like the daemon's",
-		"the kernel needs nf_tables with nft_ct, nft_nat and nft_redir (OpenWrt: kmod-nft-core and kmod-nft-nat)")
+	cs = append(cs, featureChecks(sys.probe())...)
 
 	add("ctnetlink", sys.conntrack(), "the conntrack table is readable", "cannot read the conntrack table",
 		"load nf_conntrack_netlink (OpenWrt: kmod-nf-conntrack-netlink)")

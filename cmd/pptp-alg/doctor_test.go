@@ -35,7 +35,7 @@ func healthy() system {
 			return st, nil
 		},
 		ruleset:   func() (nat.Ruleset, error) { return nat.Ruleset{Forward: []nat.ForwardChain{fw4Forward}}, nil },
-		tryTable:  func(port uint16) error { return nil },
+		probe:     func() []nat.Finding { return findings(nil) },
 		conntrack: func() error { return nil },
 		ipForward: func() (bool, error) { return true, nil },
 	}
@@ -44,7 +44,8 @@ func healthy() system {
 func TestDiagnose(t *testing.T) {
 	okLines := []string{
 		"ok    nftables: the ruleset is readable",
-		"ok    nftables features: a table with maps, concatenations, notrack and redirect installs",
+		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect",
+		"ok    fast path features: netdev family, fwd",
 		"ok    ctnetlink: the conntrack table is readable",
 		"ok    IPv4 forwarding: on",
 		"ok    kernel PPTP helper: no rule assigns it",
@@ -55,7 +56,7 @@ func TestDiagnose(t *testing.T) {
 	with := func(i int, lines ...string) []string {
 		out := append([]string(nil), okLines[:i]...)
 		out = append(out, lines...)
-		if i == 6 {
+		if i == 7 {
 			return out // no daemon to ask about its fast path
 		}
 		return append(out, okLines[i+1:]...)
@@ -71,14 +72,14 @@ func TestDiagnose(t *testing.T) {
 			s.ruleset = func() (nat.Ruleset, error) {
 				return nat.Ruleset{PPTPHelper: []nat.HelperRule{fw4Helper}, Forward: []nat.ForwardChain{fw4Forward}}, nil
 			}
-		}, with(4,
+		}, with(5,
 			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled, and those tunnels lose their GRE when pptp-alg starts",
 			"      fix: fw4 assigns it to zone lan: "+fixHelperFW4)},
 		{"two helper rules", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) {
 				return nat.Ruleset{PPTPHelper: []nat.HelperRule{earlyHelper, {Table: "ip mine", Chain: "orphan"}}, Forward: []nat.ForwardChain{fw4Forward}}, nil
 			}
-		}, with(4,
+		}, with(5,
 			"FAIL  kernel PPTP helper: assigned in ip mine chain pre (prerouting priority -150): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
 			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain pre (nft -a list chain ip mine pre shows its handle)`,
 			"FAIL  kernel PPTP helper: assigned in ip mine chain orphan (reached from no base chain pptp-alg can follow): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
@@ -89,7 +90,7 @@ func TestDiagnose(t *testing.T) {
 				f.AcceptsUntrackedGRE = false
 				return nat.Ruleset{Forward: []nat.ForwardChain{f}}, nil
 			}
-		}, with(5,
+		}, with(6,
 			"FAIL  forwarded GRE: inet fw4 forward does not accept untracked GRE, which is how pptp-alg forwards it",
 			"      fix: install pptp-alg's fw4 include as /usr/share/nftables.d/chain-pre/forward/30-pptp-alg.nft and run fw4 reload")},
 		{"another firewall", func(s *system) {
@@ -99,22 +100,22 @@ func TestDiagnose(t *testing.T) {
 					{BaseChain: nat.BaseChain{Table: "inet open", Chain: "fwd", Hook: "forward", Policy: "accept"}},
 				}}, nil
 			}
-		}, with(5,
+		}, with(6,
 			"FAIL  forwarded GRE: ip filter FORWARD does not accept untracked GRE, which is how pptp-alg forwards it",
 			"      fix: nft insert rule ip filter FORWARD meta l4proto gre ct state untracked accept")},
 		{"no forward filter", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, nil }
-		}, with(5, "ok    forwarded GRE: no nftables chain filters forwarded IPv4")},
+		}, with(6, "ok    forwarded GRE: no nftables chain filters forwarded IPv4")},
 		{"daemon disabled", func(s *system) {
 			s.daemon = func(context.Context) (controlapi.Status, error) { return controlapi.Status{RelayPort: 2000}, nil }
-		}, with(6, "FAIL  daemon: running but disabled: PPTP is not translated", "      fix: pptp-alg enable")},
+		}, with(7, "FAIL  daemon: running but disabled: PPTP is not translated", "      fix: pptp-alg enable")},
 		{"fast path off", func(s *system) {
 			s.daemon = func(context.Context) (controlapi.Status, error) {
 				st := enabledStatus()
 				st.FastPath, st.FastPathOff = false, "nat: fast path: operation not supported"
 				return st, nil
 			}
-		}, with(7, "FAIL  GRE fast path: off, GRE goes through the ip table and the firewall, more slowly: nat: fast path: operation not supported",
+		}, with(8, "FAIL  GRE fast path: off, GRE goes through the ip table and the firewall, more slowly: nat: fast path: operation not supported",
 			"      fix: the kernel needs nftables' netdev family and fwd (OpenWrt: kmod-nft-netdev; CONFIG_NETFILTER_INGRESS, CONFIG_NF_TABLES_NETDEV, CONFIG_NFT_FWD_NETDEV), then restart pptp-alg")},
 		{"fast path turned off", func(s *system) {
 			s.daemon = func(context.Context) (controlapi.Status, error) {
@@ -122,35 +123,52 @@ func TestDiagnose(t *testing.T) {
 				st.FastPath, st.FastPathOff = false, "turned off"
 				return st, nil
 			}
-		}, with(7, "ok    GRE fast path: turned off (--fast-path=false): GRE goes through the ip table and the firewall")},
+		}, with(8, "ok    GRE fast path: turned off (--fast-path=false): GRE goes through the ip table and the firewall")},
 		{"no daemon", func(s *system) {
 			s.daemon = func(context.Context) (controlapi.Status, error) {
 				return controlapi.Status{}, errors.New("connect: no such file or directory")
 			}
-			s.tryTable = func(port uint16) error {
-				if port != 1724 {
-					return fmt.Errorf("probe on port %d, want run's default 1724", port)
-				}
-				return nil
-			}
-		}, with(6, "FAIL  daemon: not running: connect: no such file or directory",
+		}, with(7, "FAIL  daemon: not running: connect: no such file or directory",
 			"      fix: start it: pptp-alg run --lan IFACE --wan IFACE (see 'pptp-alg run --help')")},
 		{"forwarding off", func(s *system) {
 			s.ipForward = func() (bool, error) { return false, nil }
-		}, with(3, "FAIL  IPv4 forwarding: the router does not forward: net.ipv4.ip_forward is 0",
+		}, with(4, "FAIL  IPv4 forwarding: the router does not forward: net.ipv4.ip_forward is 0",
 			"      fix: sysctl -w net.ipv4.ip_forward=1, and set it in /etc/sysctl.conf")},
 		{"kernel lacks a feature", func(s *system) {
-			s.tryTable = func(uint16) error { return fmt.Errorf("nat: open table ip pptp_alg_doctor: %w", unix.ENOENT) }
+			s.probe = func() []nat.Finding { return findings(map[string]error{"redirect": unix.ENOENT, "fwd": unix.ENOENT}) }
 			s.conntrack = func() error { return fmt.Errorf("conntrack: dump: %w", unix.EOPNOTSUPP) }
 		}, append(append(append([]string(nil), okLines[:1]...),
-			"FAIL  nftables features: cannot install a table like the daemon's: nat: open table ip pptp_alg_doctor: no such file or directory",
-			"      fix: the kernel needs nf_tables with nft_ct, nft_nat and nft_redir (OpenWrt: kmod-nft-core and kmod-nft-nat)",
+			"FAIL  nftables features: the kernel lacks nftables' redirect (no such file or directory)",
+			"      fix: load or build in nft_redir (CONFIG_NFT_REDIR) (OpenWrt: kmod-nft-nat)",
+			"FAIL  fast path features: the kernel lacks nftables' fwd (no such file or directory): GRE goes through the ip table and the firewall, more slowly",
+			"      fix: load or build in nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV) (OpenWrt: kmod-nft-netdev), then restart pptp-alg",
 			"FAIL  ctnetlink: cannot read the conntrack table: conntrack: dump: operation not supported",
 			"      fix: load nf_conntrack_netlink (OpenWrt: kmod-nf-conntrack-netlink)"),
-			okLines[3:]...)},
+			okLines[4:]...)},
+		{"kernel without nftables", func(s *system) {
+			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, fmt.Errorf("nat: list tables: %w", unix.EOPNOTSUPP) }
+			s.probe = func() []nat.Finding { return findings(map[string]error{"nftables": unix.EOPNOTSUPP}) }
+			s.daemon = func(context.Context) (controlapi.Status, error) {
+				return controlapi.Status{}, errors.New("connect: no such file or directory")
+			}
+		}, []string{
+			"FAIL  nftables: cannot read the ruleset: nat: list tables: operation not supported",
+			"      fix: the kernel needs nf_tables (OpenWrt: kmod-nft-core)",
+			"FAIL  nftables features: the kernel lacks nftables (operation not supported)",
+			"      fix: load or build in nf_tables (CONFIG_NF_TABLES) (OpenWrt: kmod-nft-core)",
+			"FAIL  fast path features: not checked: nftables is missing",
+			"      fix: see the nftables features check",
+			okLines[3], okLines[4],
+			"FAIL  kernel PPTP helper: not checked: the ruleset cannot be read",
+			"      fix: see the nftables check",
+			"FAIL  forwarded GRE: not checked: the ruleset cannot be read",
+			"      fix: see the nftables check",
+			"FAIL  daemon: not running: connect: no such file or directory",
+			"      fix: start it: pptp-alg run --lan IFACE --wan IFACE (see 'pptp-alg run --help')",
+		}},
 		{"not root", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, eperm }
-			s.tryTable = func(uint16) error { return eperm }
+			s.probe = func() []nat.Finding { return findings(map[string]error{"nftables": eperm}) }
 			s.conntrack = func() error { return eperm }
 			s.daemon = func(context.Context) (controlapi.Status, error) {
 				return controlapi.Status{}, fmt.Errorf("dial: %w", unix.EACCES)
@@ -158,11 +176,13 @@ func TestDiagnose(t *testing.T) {
 		}, []string{
 			"FAIL  nftables: cannot read the ruleset: nat: list tables: operation not permitted",
 			"      fix: " + fixRoot,
-			"FAIL  nftables features: cannot install a table like the daemon's: nat: list tables: operation not permitted",
+			"FAIL  nftables features: cannot ask the kernel for nftables (nat: list tables: operation not permitted)",
 			"      fix: " + fixRoot,
+			"FAIL  fast path features: not checked: nftables is missing",
+			"      fix: see the nftables features check",
 			"FAIL  ctnetlink: cannot read the conntrack table: nat: list tables: operation not permitted",
 			"      fix: " + fixRoot,
-			okLines[3],
+			okLines[4],
 			"FAIL  kernel PPTP helper: not checked: the ruleset cannot be read",
 			"      fix: see the nftables check",
 			"FAIL  forwarded GRE: not checked: the ruleset cannot be read",
@@ -172,8 +192,6 @@ func TestDiagnose(t *testing.T) {
 		}},
 	} {
 		sys := healthy()
-		var probedPort uint16
-		sys.tryTable = func(port uint16) error { probedPort = port; return nil }
 		tc.change(&sys)
 		var b bytes.Buffer
 		allOK := printChecks(&b, diagnose(context.Background(), sys))
@@ -200,8 +218,20 @@ func TestDiagnose(t *testing.T) {
 		if summary := fmt.Sprintf("%d of %d checks passed", passed, total); string(lines[len(lines)-1]) != summary || allOK != (passed == total) {
 			t.Errorf("%s: summary %q, all ok %v; want %q", tc.name, lines[len(lines)-1], allOK, summary)
 		}
-		if tc.name == "healthy" && probedPort != 2000 {
-			t.Errorf("probe table on relay port %d, want the daemon's 2000", probedPort)
+	}
+}
+
+// findings is what nat.Probe finds on a kernel that fails the features in
+// missing with their errors, and those built on them as not tried.
+func findings(missing map[string]error) []nat.Finding {
+	fs := make([]nat.Finding, len(nat.Features))
+	for i, f := range nat.Features {
+		fs[i] = nat.Finding{Feature: f, Err: missing[f.Name]}
+	}
+	if fs[0].Err != nil {
+		for i := range fs[1:] {
+			fs[i+1].Err = nat.ErrNotTried
 		}
 	}
+	return fs
 }

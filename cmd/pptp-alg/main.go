@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -63,8 +64,20 @@ func usagef(format string, a ...any) error {
 // errSilent ends a command with status 1 after it printed why itself.
 var errSilent = errors.New("failed")
 
+// stopTimeout bounds how long the daemon may take to stop after SIGTERM or
+// SIGINT. Every netlink exchange has a deadline, so removing what it
+// installed takes far less; past it, the process exits anyway.
+const stopTimeout = 15 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+		time.Sleep(stopTimeout)
+		fmt.Fprintf(os.Stderr, "pptp-alg: still stopping after %v; exiting\n", stopTimeout)
+		os.Exit(1)
+	}()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err == nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
@@ -10,12 +12,6 @@ import (
 
 // What the rest of the router does to PPTP, in words: for the warning at
 // start-up, for status, and for doctor.
-
-// kernelFeatures are what a running daemon has shown the kernel to have:
-// its table installed (nat.Open) and a conntrack lookup answered.
-var kernelFeatures = []string{
-	"nftables", "nftables maps", "nftables concatenations", "nftables notrack", "nftables redirect", "ctnetlink",
-}
 
 // fixHelperFW4 is the fix when OpenWrt's fw4 assigns the kernel helper. It
 // does so in chain helper_ZONE: to every zone without masquerading once
@@ -98,4 +94,81 @@ func forwardFinding(rs nat.Ruleset) (ok bool, detail, fix string) {
 		return false, strings.Join(bad, ", ") + " does not accept untracked GRE, which is how pptp-alg forwards it", strings.Join(fixes, "; ")
 	}
 	return true, strings.Join(good, ", "), ""
+}
+
+// openwrtPackage names the OpenWrt package that has each of nat.Features.
+var openwrtPackage = map[string]string{
+	"nftables": "kmod-nft-core",
+	"maps with concatenated keys and counters": "kmod-nft-core",
+	"notrack":       "kmod-nft-core",
+	"nat chains":    "kmod-nft-nat",
+	"redirect":      "kmod-nft-nat",
+	"netdev family": "kmod-nft-netdev",
+	"fwd":           "kmod-nft-netdev",
+}
+
+// lacks says what a failed probe found: "the kernel lacks nftables'
+// redirect (no such file or directory)".
+func lacks(f nat.Finding) string {
+	name := "nftables' " + f.Name
+	if f.Name == "nftables" {
+		name = "nftables"
+	}
+	if denied(f.Err) {
+		return "cannot ask the kernel for " + name + " (" + f.Err.Error() + ")"
+	}
+	return "the kernel lacks " + name + " (" + f.Err.Error() + ")"
+}
+
+// featureFix is the fix for a failed probe.
+func featureFix(f nat.Finding) string {
+	if denied(f.Err) {
+		return fixRoot
+	}
+	fix := "load or build in " + f.Kernel
+	if pkg := openwrtPackage[f.Name]; pkg != "" {
+		fix += " (OpenWrt: " + pkg + ")"
+	}
+	return fix
+}
+
+// featureChecks are the doctor's two checks of the kernel's nftables: what
+// the daemon cannot run without, and what its fast path needs.
+func featureChecks(fs []nat.Finding) []check {
+	req := check{name: "nftables features"}
+	fast := check{name: "fast path features"}
+	var reqOK, fastOK, reqBad, fastBad, reqFix, fastFix []string
+	for _, f := range fs {
+		if errors.Is(f.Err, nat.ErrNotTried) {
+			continue // a consequence of another failure, reported there
+		}
+		ok, bad, fix := &reqOK, &reqBad, &reqFix
+		if f.FastPath {
+			ok, bad, fix = &fastOK, &fastBad, &fastFix
+		}
+		if f.Err == nil {
+			*ok = append(*ok, f.Name)
+			continue
+		}
+		*bad = append(*bad, lacks(f))
+		if fx := featureFix(f); !slices.Contains(*fix, fx) {
+			*fix = append(*fix, fx)
+		}
+	}
+	req.ok, fast.ok = len(reqBad) == 0, len(fastBad) == 0
+	if req.ok {
+		req.detail = strings.Join(reqOK, ", ")
+	} else {
+		req.detail, req.fix = strings.Join(reqBad, "; "), strings.Join(reqFix, "; ")
+	}
+	switch {
+	case len(fastOK) == 0 && fast.ok:
+		fast.ok, fast.detail, fast.fix = false, "not checked: nftables is missing", "see the nftables features check"
+	case fast.ok:
+		fast.detail = strings.Join(fastOK, ", ")
+	default:
+		fast.detail = strings.Join(fastBad, "; ") + ": GRE goes through the ip table and the firewall, more slowly"
+		fast.fix = strings.Join(fastFix, "; ") + ", then restart pptp-alg"
+	}
+	return []check{req, fast}
 }
