@@ -19,22 +19,22 @@ type Feature struct {
 	// FastPath: only the fast path needs it. Without it the ip table
 	// carries all GRE, more slowly.
 	FastPath bool
-	requires int // index of the feature it cannot be tried without, or -1
+	requires string // the feature it cannot be tried without, if any
 	queue    func(c *nftables.Conn, t *nftables.Table) error
 	fwd      bool // a rule with fwd, which google/nftables cannot encode, ends the batch
 }
 
 // Features are what Probe tries, in order.
 var Features = []Feature{
-	{Name: "nftables", Kernel: "nf_tables (CONFIG_NF_TABLES)", requires: -1,
+	{Name: "nftables", Kernel: "nf_tables (CONFIG_NF_TABLES)",
 		queue: func(c *nftables.Conn, t *nftables.Table) error { return nil }},
-	{Name: "maps with concatenated keys and counters", Kernel: "nf_tables' set types", requires: 0,
+	{Name: "maps with concatenated keys and counters", Kernel: "nf_tables' set types", requires: "nftables",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			// map m { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
 			return c.AddSet(&nftables.Set{Table: t, ID: 1, Name: "m", IsMap: true,
 				KeyType: typeServerCall, DataType: typeServerCall, Counter: true}, nil)
 		}},
-	{Name: "notrack", Kernel: "nft_ct (CONFIG_NFT_CT)", requires: 0,
+	{Name: "notrack", Kernel: "nft_ct (CONFIG_NFT_CT)", requires: "nftables",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			// chain c { type filter hook prerouting priority raw; }; rule: notrack
 			ch := c.AddChain(&nftables.Chain{Table: t, Name: "c", Type: nftables.ChainTypeFilter,
@@ -42,12 +42,12 @@ var Features = []Feature{
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Notrack{}}})
 			return nil
 		}},
-	{Name: "nat chains", Kernel: "nft_chain_nat (CONFIG_NFT_NAT)", requires: 0,
+	{Name: "nat chains", Kernel: "nft_chain_nat (CONFIG_NFT_NAT)", requires: "nftables",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			natChain(c, t)
 			return nil
 		}},
-	{Name: "redirect", Kernel: "nft_redir (CONFIG_NFT_REDIR)", requires: 3,
+	{Name: "redirect", Kernel: "nft_redir (CONFIG_NFT_REDIR)", requires: "nat chains",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			// rule: redirect to :1724
 			c.AddRule(&nftables.Rule{Table: t, Chain: natChain(c, t), Exprs: []expr.Any{
@@ -56,12 +56,21 @@ var Features = []Feature{
 			}})
 			return nil
 		}},
-	{Name: "netdev family", Kernel: "CONFIG_NF_TABLES_NETDEV and CONFIG_NETFILTER_INGRESS", FastPath: true, requires: 0,
+	{Name: "fib", Kernel: "nft_fib_ipv4 (CONFIG_NFT_FIB_IPV4)", requires: "nat chains",
+		queue: func(c *nftables.Conn, t *nftables.Table) error {
+			// rule: fib daddr type local
+			c.AddRule(&nftables.Rule{Table: t, Chain: natChain(c, t), Exprs: []expr.Any{
+				&expr.Fib{Register: unix.NFT_REG_1, FlagDADDR: true, ResultADDRTYPE: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
+			}})
+			return nil
+		}},
+	{Name: "netdev family", Kernel: "CONFIG_NF_TABLES_NETDEV and CONFIG_NETFILTER_INGRESS", FastPath: true, requires: "nftables",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			ingressOnLo(c, t)
 			return nil
 		}},
-	{Name: "fwd", Kernel: "nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV)", FastPath: true, requires: 5, fwd: true,
+	{Name: "fwd", Kernel: "nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV)", FastPath: true, requires: "netdev family", fwd: true,
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			ingressOnLo(c, t)
 			return nil
@@ -102,13 +111,15 @@ var ErrNotTried = errors.New("not tried")
 func Probe(netns int) []Finding {
 	deadline := time.Now().Add(replyTimeout)
 	fs := make([]Finding, len(Features))
+	failed := map[string]bool{}
 	for i, f := range Features {
 		fs[i].Feature = f
-		if f.requires >= 0 && fs[f.requires].Err != nil {
-			fs[i].Err = fmt.Errorf("%w: needs %s", ErrNotTried, Features[f.requires].Name)
-			continue
+		if failed[f.requires] {
+			fs[i].Err = fmt.Errorf("%w: needs %s", ErrNotTried, f.requires)
+		} else {
+			fs[i].Err = probeFeature(netns, f, deadline)
 		}
-		fs[i].Err = probeFeature(netns, f, deadline)
+		failed[f.Name] = fs[i].Err != nil
 	}
 	return fs
 }

@@ -28,7 +28,7 @@ daemon. It changes nothing. Run it as root on the router.
   nftables            the ruleset can be read (root, nf_tables)
   nftables features   the kernel has what the daemon's table uses: maps
                       with concatenated keys and counters, notrack, nat
-                      chains, redirect (tried in a batch the kernel
+                      chains, redirect, fib (tried in a batch the kernel
                       checks and then refuses: it commits nothing)
   fast path features  the kernel has nftables' netdev family and fwd,
                       which the GRE fast path uses

@@ -44,7 +44,7 @@ func healthy() system {
 func TestDiagnose(t *testing.T) {
 	okLines := []string{
 		"ok    nftables: the ruleset is readable",
-		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect",
+		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib",
 		"ok    fast path features: netdev family, fwd",
 		"ok    ctnetlink: the conntrack table is readable",
 		"ok    IPv4 forwarding: on",
