@@ -71,12 +71,20 @@ type router struct {
 
 func newRouter(t *testing.T, hosts int, fw lab.Firewall, daemonArgs ...string) *router {
 	t.Helper()
+	return newRouterWith(t, lab.Options{Hosts: hosts, Firewall: fw}, true, daemonArgs...)
+}
+
+// newRouterWith builds a lab from opt; with alg false the router runs no
+// daemon: the baseline of a router without pptp-alg.
+func newRouterWith(t *testing.T, opt lab.Options, alg bool, daemonArgs ...string) *router {
+	t.Helper()
 	if skipWhy != "" {
 		t.Skip(skipWhy)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := lab.New(ctx, lab.Options{Hosts: hosts, Firewall: fw, Prefix: "pae", Tools: tools})
+	opt.Prefix, opt.Tools = "pae", tools
+	l, err := lab.New(ctx, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +94,9 @@ func newRouter(t *testing.T, hosts int, fw lab.Firewall, daemonArgs ...string) *
 		}
 	})
 	r := &router{Lab: l, socket: filepath.Join(l.Dir, "pptp-alg.sock")}
+	if !alg {
+		return r
+	}
 	args := append([]string{algBin, "run", "--lan", lab.RouterLAN, "--wan", lab.RouterWAN, "--socket", r.socket}, daemonArgs...)
 	r.daemon, err = l.Start("pptp-alg", l.Router, nil, args...)
 	if err != nil {

@@ -37,6 +37,28 @@ type Config struct {
 	// /usr/share/nftables.d) whose *.nft files are spliced in. Empty means
 	// none.
 	Includes string
+	// WANInput are the admin's rules accepting traffic from wan to the
+	// router itself (`config rule` with src wan, no dest, target ACCEPT).
+	WANInput []Rule
+	// Redirects are the admin's port forwards from wan (`config redirect`
+	// with src wan, target DNAT), rendered as fw4 does, without NAT
+	// reflection.
+	Redirects []Redirect
+}
+
+// Rule is one accepted protocol, and port if it has ports.
+type Rule struct {
+	Name  string // the section's name, for the comment
+	Proto string // tcp, udp, gre, ...
+	Port  int    // destination port; 0 for none (gre)
+}
+
+// Redirect forwards a protocol, and port, to a LAN host.
+type Redirect struct {
+	Name  string
+	Proto string
+	Port  int    // 0 for none (gre)
+	To    string // the LAN host's IPv4 address
 }
 
 // hookGap stands for a hook with nothing to include; Render removes the line

@@ -79,3 +79,40 @@ func TestRulesetLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderPortForward renders two `config redirect` sections (tcp/1723
+// and proto gre to a LAN host) and the admin's WAN input rules as fw4 does.
+func TestRenderPortForward(t *testing.T) {
+	c := Config{LAN: "br-lan", WAN: "wan",
+		WANInput:  []Rule{{Name: "Allow-PPTP", Proto: "tcp", Port: 1723}, {Name: "Allow-GRE", Proto: "gre"}},
+		Redirects: []Redirect{{Name: "PPTP", Proto: "tcp", Port: 1723, To: "192.168.77.13"}, {Name: "GRE", Proto: "gre", To: "192.168.77.13"}},
+	}
+	out, err := Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`iifname "wan" jump dstnat_wan`,
+		`meta nfproto ipv4 tcp dport 1723 counter dnat 192.168.77.13:1723 comment "lab-fw4: PPTP"`,
+		`meta nfproto ipv4 meta l4proto gre counter dnat 192.168.77.13 comment "lab-fw4: GRE"`,
+		"chain forward_wan {\n\t\tct status dnat accept",
+		"chain input_wan {\n\t\tct status dnat accept",
+		`tcp dport 1723 counter accept comment "lab-fw4: Allow-PPTP"`,
+		`meta l4proto gre counter accept comment "lab-fw4: Allow-GRE"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if os.Geteuid() == 0 {
+		if _, err := exec.LookPath("nft"); err == nil {
+			f := filepath.Join(t.TempDir(), "ruleset.nft")
+			if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if msg, err := exec.Command("nft", "-c", "-f", f).CombinedOutput(); err != nil {
+				t.Fatalf("nft -c: %v\n%s", err, msg)
+			}
+		}
+	}
+}

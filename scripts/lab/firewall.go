@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,10 +15,14 @@ import (
 const includesDir = "firmware/openwrt/pptp-alg/files/usr/share/nftables.d"
 
 // installFirewall loads the router's ruleset for f.
-func (l *Lab) installFirewall(ctx context.Context, f Firewall, includes string) error {
-	c := fw4.Config{LAN: RouterLAN, WAN: RouterWAN}
+func (l *Lab) installFirewall(ctx context.Context, opt Options) error {
+	f, includes := opt.Firewall, opt.Includes
+	c := fw4.Config{LAN: RouterLAN, WAN: RouterWAN, WANInput: opt.WANInput, Redirects: opt.Redirects}
 	switch f {
 	case FirewallNone:
+		if len(opt.WANInput)+len(opt.Redirects) > 0 {
+			return errors.New("lab: WAN input rules and port forwards need an fw4 firewall")
+		}
 		return nil
 	case FirewallFW4Helper:
 		c.PPTPHelper = true

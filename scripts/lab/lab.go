@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/fw4"
 )
 
 // Firewall selects the router's ruleset.
@@ -81,6 +83,11 @@ type Options struct {
 	// /usr/share/nftables.d) for FirewallFW4 and FirewallFW4AndHelper;
 	// "" means the project's own, under firmware/openwrt/pptp-alg.
 	Includes string
+	// WANInput and Redirects are the admin's fw4 rules for traffic from the
+	// WAN (see scripts/fw4): input rules to the router itself, and port
+	// forwards to LAN hosts. Only with an fw4 Firewall.
+	WANInput  []fw4.Rule
+	Redirects []fw4.Redirect
 	// Logger receives what pptpd, pptp-linux and pppecho write to syslog,
 	// and the lab's own steps at debug level. nil discards.
 	Logger *slog.Logger
@@ -226,12 +233,18 @@ func New(ctx context.Context, opt Options) (_ *Lab, err error) {
 		}
 		l.tools = *t
 	}
-	if err := l.installFirewall(ctx, opt.Firewall, opt.Includes); err != nil {
+	if err := l.installFirewall(ctx, opt); err != nil {
 		return nil, err
 	}
 	log.Debug("lab up", "name", name, "hosts", opt.Hosts, "firewall", opt.Firewall,
 		"network", netDone.Sub(start).Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
 	return l, nil
+}
+
+// RouterHost is the router as a PPTP peer: StartPPTPClient runs a client
+// on the router itself, which dials out of the WAN from its WAN address.
+func (l *Lab) RouterHost() Host {
+	return Host{Name: "router", NS: l.Router, Addr: l.WANAddr}
 }
 
 // Namespaces returns the names of all the lab's namespaces.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,31 +33,52 @@ func (l *Lab) StartPPTPD(ctx context.Context) error {
 	if running {
 		return errors.New("lab: pptpd already running")
 	}
-	dir := filepath.Join(l.Dir, "pptpd")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	// pptpd passes "file OPTIONS" to its ppp program; pppecho ignores it,
-	// but pptpd wants the file to exist.
-	options := filepath.Join(dir, "options")
-	conf := filepath.Join(dir, "pptpd.conf")
-	if err := os.WriteFile(options, []byte("# read by pppd, ignored by pppecho\n"), 0o644); err != nil {
-		return err
-	}
-	text := fmt.Sprintf("ppp %s\noption %s\n%s", l.tools.PPPEcho, options, pppdTunnelAddrs)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return err
-	}
-	p, err := l.start("pptpd", l.Server, nil,
-		"pptpd", "--fg", "--conf", conf, "--pidfile", filepath.Join(dir, "pptpd.pid"),
-		"--listen", l.ServerAddr.String())
+	p, err := l.startPPTPD(ctx, "pptpd", l.Server, l.ServerAddr)
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
 	l.pptpd = p
 	l.mu.Unlock()
-	return waitFor(ctx, p, "pptpd to listen", func() bool { return l.listening(l.Server, 1723) })
+	return nil
+}
+
+// StartPPTPDOn starts another pptpd, like StartPPTPD's, in namespace ns
+// (the router, a LAN host), listening on addr, or on every address if addr
+// is the zero Addr. It returns once pptpd listens; the lab's Close stops it.
+func (l *Lab) StartPPTPDOn(ctx context.Context, ns string, addr netip.Addr) error {
+	_, err := l.startPPTPD(ctx, "pptpd-"+strings.TrimPrefix(ns, l.Name+"-"), ns, addr)
+	return err
+}
+
+func (l *Lab) startPPTPD(ctx context.Context, name, ns string, addr netip.Addr) (*proc, error) {
+	l.mu.Lock()
+	l.started++
+	dir := filepath.Join(l.Dir, fmt.Sprintf("%s-%d", name, l.started))
+	l.mu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// pptpd passes "file OPTIONS" to its ppp program; pppecho ignores it,
+	// but pptpd wants the file to exist.
+	options := filepath.Join(dir, "options")
+	conf := filepath.Join(dir, "pptpd.conf")
+	if err := os.WriteFile(options, []byte("# read by pppd, ignored by pppecho\n"), 0o644); err != nil {
+		return nil, err
+	}
+	text := fmt.Sprintf("ppp %s\noption %s\n%s", l.tools.PPPEcho, options, pppdTunnelAddrs)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	argv := []string{"pptpd", "--fg", "--conf", conf, "--pidfile", filepath.Join(dir, "pptpd.pid")}
+	if addr.IsValid() {
+		argv = append(argv, "--listen", addr.String())
+	}
+	p, err := l.start(name, ns, nil, argv...)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitFor(ctx, p, "pptpd to listen", func() bool { return l.listening(ns, 1723) })
 }
 
 // StopPPTPD stops pptpd, freeing tcp/1723 on the server for another peer.
@@ -113,6 +135,12 @@ type Client struct {
 // mount namespace and so its own call manager. Close stops it; so does the
 // lab's Close.
 func (l *Lab) StartPPTPClient(h Host) (*Client, error) {
+	return l.StartPPTPClientTo(h, l.ServerAddr)
+}
+
+// StartPPTPClientTo is StartPPTPClient calling server instead of the lab's
+// server: the router's own pptpd, a port-forwarded LAN host.
+func (l *Lab) StartPPTPClientTo(h Host, server netip.Addr) (*Client, error) {
 	// pptp-linux uses its stdin both ways (it closes stdout and writes the
 	// PPP stream to fd 0, as pppd's pty option arranges), so it gets one
 	// end of a socket pair as stdin.
@@ -138,7 +166,7 @@ func (l *Lab) StartPPTPClient(h Host) (*Client, error) {
 		closed:  make(chan struct{}),
 	}
 	c.proc, err = l.start("pptp-"+h.Name, h.NS, theirs,
-		"pptp", l.ServerAddr.String(), "--nolaunchpppd", "--nohostroute")
+		"pptp", server.String(), "--nolaunchpppd", "--nohostroute")
 	if err != nil {
 		conn.Close()
 		return nil, err
