@@ -331,6 +331,17 @@ func (t *Table) Calls() []CallInfo {
 	return out
 }
 
+// SessionOf returns the session holding the call that the server knows
+// by natID, and that call; nil if there is none.
+func (t *Table) SessionOf(server netip.Addr, natID uint16) (*Session, CallInfo) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.calls[natKey{server, natID}]; c != nil {
+		return c.session, c.CallInfo
+	}
+	return nil, CallInfo{}
+}
+
 // Sessions reports the number of open control connections.
 func (t *Table) Sessions() int {
 	t.mu.Lock()

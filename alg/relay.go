@@ -73,6 +73,25 @@ func (r *Relay) CloseNotFrom(local netip.Addr, why string) int {
 	return len(stale)
 }
 
+// CloseSession closes the relayed control connection of s, which releases
+// its calls, and reports whether it was open.
+func (r *Relay) CloseSession(s *Session, why string) bool {
+	r.mu.Lock()
+	var found *pair
+	for p := range r.active {
+		if p.s == s {
+			found = p
+			break
+		}
+	}
+	r.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	found.closeWith(errors.New(why))
+	return true
+}
+
 func (r *Relay) track(p *pair, on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

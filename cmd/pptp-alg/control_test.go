@@ -60,6 +60,16 @@ func TestControlProtocol(t *testing.T) {
 	if err := controlapi.Ask(ctx, sock, "reboot", &r); err == nil || err.Error() != `daemon: unknown request "reboot"` {
 		t.Errorf("unknown request: %v", err)
 	}
+	if err := controlapi.Ask(ctx, sock, "status now", &st); err == nil || err.Error() != `daemon: unknown request "status now"` {
+		t.Errorf("status with an argument: %v", err)
+	}
+	var dr controlapi.DropReply
+	if err := controlapi.Ask(ctx, sock, "drop 203.0.113.9 1", &dr); err == nil || !strings.Contains(err.Error(), "disabled") {
+		t.Errorf("drop on a disabled daemon: %+v, %v", dr, err)
+	}
+	if err := controlapi.Ask(ctx, sock, "drop 203.0.113.9", &dr); err == nil || !strings.Contains(err.Error(), "drop wants a server address and a NAT call ID") {
+		t.Errorf("drop without a call ID: %v", err)
+	}
 
 	// A daemon on its way out takes no enable.
 	d.mu.Lock()

@@ -281,7 +281,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		return false, err
 	}
 	// Listen before installing the redirect, so no connection is lost to it.
-	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", d.cfg.relayPort))
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: int(d.cfg.relayPort)})
 	if err != nil {
 		return false, fmt.Errorf("relay: %w", err)
 	}

@@ -36,6 +36,7 @@ Commands:
   enable     turn translation back on after disable
   disable    stop translating and remove every rule, without stopping
   mappings   list the active calls and their GRE counters
+  drop       drop one call, closing its control connection
   doctor     check what a working passthrough needs, with a fix for each
              failure
   version    print the version
@@ -108,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToggle(ctx, "disable", args[1:], stdout)
 	case "mappings":
 		return runMappings(ctx, args[1:], stdout)
+	case "drop":
+		return runDrop(ctx, args[1:], stdout)
 	case "doctor":
 		return runDoctor(ctx, args[1:], stdout)
 	case "version", "--version", "-version", "-V":

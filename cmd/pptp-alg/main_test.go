@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
 )
 
 // commands are the subcommands with a manual page, and the options each
@@ -22,7 +24,8 @@ var commands = map[string][]string{
 	"status":   {"json", "socket"},
 	"enable":   {"socket"},
 	"disable":  {"socket"},
-	"mappings": {"json", "socket"},
+	"mappings": {"json", "limit", "offset", "socket"},
+	"drop":     {"server", "nat-call-id", "socket"},
 	"doctor":   {"socket"},
 }
 
@@ -84,6 +87,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"enable", "x"}, `enable: unexpected argument "x"`},
 		{[]string{"mappings", "--socket"}, "mappings: flag needs an argument: -socket"},
 		{[]string{"doctor", "--verbose"}, "doctor: flag provided but not defined: -verbose"},
+		{[]string{"mappings", "--limit", "-1"}, "mappings: --limit and --offset must be 0 or more"},
+		{[]string{"mappings", "--offset", "x"}, `mappings: invalid value "x" for flag -offset`},
+		{[]string{"drop"}, "drop: --server is required (see 'pptp-alg drop --help')"},
+		{[]string{"drop", "--server", "203.0.113.9"}, "drop: --nat-call-id is required"},
+		{[]string{"drop", "--server", "example.com", "--nat-call-id", "1"}, `drop: --server "example.com" is not an IPv4 address`},
+		{[]string{"drop", "--server", "2001:db8::1", "--nat-call-id", "1"}, `drop: --server "2001:db8::1" is not an IPv4 address`},
+		{[]string{"drop", "--server", "203.0.113.9", "--nat-call-id", "65536"}, "drop: --nat-call-id 65536 is not 0-65535"},
+		{[]string{"drop", "--server", "203.0.113.9", "--nat-call-id", "1.5"}, `drop: invalid value "1.5" for flag -nat-call-id`},
+		{[]string{"drop", "--server", "203.0.113.9", "--nat-call-id", "1", "now"}, `drop: unexpected argument "now"`},
 		{[]string{"run"}, "run: --lan is required"},
 		{[]string{"run", "--lan", " , "}, "run: --lan is required"},
 		{[]string{"run", "--lan", "br-lan"}, "run: --wan is required"},
@@ -168,5 +180,75 @@ Example:
 `
 	if !done || err != nil || stdout.String() != want {
 		t.Errorf("done %v, err %v, help (-want +got):\n%s", done, err, cmp.Diff(want, stdout.String()))
+	}
+}
+
+// TestDropWire: what the CLI sends for drop is what the daemon reads.
+func TestDropWire(t *testing.T) {
+	req, err := dropRequest("203.0.113.9", 40000)
+	if err != nil || req != "drop 203.0.113.9 40000" {
+		t.Fatalf("dropRequest = %q, %v", req, err)
+	}
+	cmd, args, _ := strings.Cut(req, " ")
+	server, id, err := parseDrop(args)
+	if cmd != "drop" || err != nil || server.String() != "203.0.113.9" || id != 40000 {
+		t.Errorf("parseDrop(%q) = %v, %v, %v", args, server, id, err)
+	}
+	for _, bad := range []string{"", "203.0.113.9", "203.0.113.9 1 2", "::1 1", "203.0.113.9 65536", "203.0.113.9 -1", "x 1"} {
+		if _, _, err := parseDrop(bad); err == nil {
+			t.Errorf("parseDrop(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPageOf(t *testing.T) {
+	ms := make([]controlapi.Mapping, 5)
+	for i := range ms {
+		ms[i].NATCallID = i + 1
+	}
+	ids := func(p MappingsPage) []int {
+		var out []int
+		for _, m := range p.Mappings {
+			out = append(out, m.NATCallID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		offset, limit int
+		want          []int
+	}{
+		{0, 0, []int{1, 2, 3, 4, 5}},
+		{0, 2, []int{1, 2}},
+		{2, 2, []int{3, 4}},
+		{4, 2, []int{5}},
+		{5, 2, nil},
+		{9, 0, nil},
+		{1, 0, []int{2, 3, 4, 5}},
+	} {
+		p := pageOf(ms, tc.offset, tc.limit)
+		if p.Total != 5 || p.Offset != tc.offset || p.Mappings == nil || !slices.Equal(ids(p), tc.want) {
+			t.Errorf("pageOf(offset %d, limit %d) = total %d offset %d %v, want %v", tc.offset, tc.limit, p.Total, p.Offset, ids(p), tc.want)
+		}
+	}
+}
+
+func TestPrintMappings(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var b bytes.Buffer
+	err := printMappings(&b, []controlapi.Mapping{
+		{Client: "192.168.1.20", ClientCallID: 7, Server: "203.0.113.9", ServerCallID: 40000, NATCallID: 7, Established: true,
+			PacketsOut: 12, BytesOut: 1200, PacketsIn: 3, BytesIn: 300, Since: now.Add(-90 * time.Second)},
+		{Client: "192.168.1.3", ClientCallID: 7, Server: "203.0.113.9", NATCallID: 1, Since: now.Add(-time.Second)},
+	}, now)
+	want := `CLIENT        CALL-ID  SERVER       SERVER-ID  NAT-ID  STATE    PKTS-OUT  BYTES-OUT  PKTS-IN  BYTES-IN  AGE
+192.168.1.20  7        203.0.113.9  40000      7       up       12        1200       3        300       1m30s
+192.168.1.3   7        203.0.113.9  0          1       dialing  0         0          0        0         1s
+`
+	if err != nil || b.String() != want {
+		t.Errorf("printMappings: %v\n%s", err, cmp.Diff(want, b.String()))
+	}
+	b.Reset()
+	if err := printMappings(&b, nil, now); err != nil || !strings.HasSuffix(b.String(), "(no active calls)\n") {
+		t.Errorf("printMappings of none: %v\n%s", err, b.String())
 	}
 }

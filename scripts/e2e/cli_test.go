@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -322,4 +323,75 @@ func TestHelperTunnelAtEnable(t *testing.T) {
 	if rounds()[1]["ok"] == true {
 		t.Errorf("the helper's tunnel still carries GRE after enable")
 	}
+}
+
+// TestDrop: `pptp-alg drop` ends one call, by its server and NAT call ID:
+// its control connection closes on both sides, its kernel elements go,
+// other clients' calls stay, and the client can dial again.
+func TestDrop(t *testing.T) {
+	r := newRouter(t, 2, lab.FirewallFW4)
+	r.startSimServer(t, "--early-gre")
+	keep := r.holdSim(t, r.Hosts[0], "--call-ids", "7", "--pings", "2")
+	victim := r.holdSim(t, r.Hosts[1], "--call-ids", "7", "--pings", "2")
+	ms := r.mappings(t)
+	if len(ms) != 2 {
+		t.Fatalf("daemon lists %d calls, want 2: %+v", len(ms), ms)
+	}
+	var drop, stay controlapi.Mapping
+	for _, m := range ms {
+		if m.Client == r.Hosts[1].Addr.String() {
+			drop = m
+		} else {
+			stay = m
+		}
+	}
+	if drop.Client == "" {
+		t.Fatalf("no call of %s in %+v", r.Hosts[1].Addr, ms)
+	}
+	elements := func() string {
+		return r.nft(t, "list", "map", "ip", "pptp_alg", "gre_in")
+	}
+	key := fmt.Sprintf("%s . %d", drop.Server, drop.NATCallID)
+	if !strings.Contains(elements(), key) {
+		t.Fatalf("gre_in lacks %s before the drop:\n%s", key, elements())
+	}
+
+	out := r.mustCLI(t, "drop", "--server", drop.Server, "--nat-call-id", strconv.Itoa(drop.NATCallID))
+	want := fmt.Sprintf("pptp-alg: dropped the call of %s (call ID 7) to %s (server call ID %d, NAT call ID %d); its control connection is closed\n",
+		drop.Client, drop.Server, drop.ServerCallID, drop.NATCallID)
+	if out != want {
+		t.Errorf("drop printed %q, want %q", out, want)
+	}
+	if ms := r.mappings(t); len(ms) != 1 || ms[0].Client != stay.Client || ms[0].NATCallID != stay.NATCallID {
+		t.Errorf("after the drop, calls %+v; want only %+v", ms, stay)
+	}
+	if strings.Contains(elements(), key) {
+		t.Errorf("gre_in still holds %s after the drop:\n%s", key, elements())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := victim.p.WaitFor(ctx, "the dropped client told", func() bool {
+		return len(events(jsonLines(victim.p.Output()), "closed")) > 0 || victim.p.Exited()
+	}); err != nil {
+		t.Errorf("the dropped call's client: %v\n%s", err, victim.p.Output())
+	}
+	r.waitLog(t, regexp.MustCompile(`msg="call dropped by request" client=`+regexp.QuoteMeta(drop.Client)))
+
+	// The same call again, and one that never was: exit 1, saying so.
+	for _, id := range []int{drop.NATCallID, 65000} {
+		out, code := r.cli(t, "drop", "--server", drop.Server, "--nat-call-id", strconv.Itoa(id))
+		if code != 1 || out != "" {
+			t.Errorf("drop of no call (NAT call ID %d): exit %d, stdout %q; want 1 and nothing", id, code, out)
+		}
+	}
+
+	// The kept call still carries GRE, and the dropped client dials again.
+	if keep.p.Exited() {
+		t.Errorf("the other client's held call ended:\n%s", keep.p.Output())
+	}
+	lines, err := r.sim(t, r.Hosts[1], "--calls", "1", "--pings", "3", "--then", "clear")
+	if err != nil {
+		t.Fatalf("dialing again after the drop: %v", err)
+	}
+	checkCalls(t, "dialing again after the drop", lines, 1)
 }

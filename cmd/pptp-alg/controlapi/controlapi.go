@@ -30,6 +30,9 @@ const (
 	RequestDisable  = "disable"  // reply: ToggleReply
 	RequestMappings = "mappings" // reply: []Mapping, one line however long
 	RequestDebug    = "debug"    // reply: Debug; for the leak tests
+	// RequestDrop is followed by the call's server address and NAT call
+	// ID: "drop 203.0.113.9 1". Reply: DropReply.
+	RequestDrop = "drop"
 )
 
 // Status is the daemon's state, as `pptp-alg status --json` prints it.
@@ -89,6 +92,12 @@ type Mapping struct {
 	Since        time.Time `json:"since"`
 }
 
+// DropReply answers drop: the call that was dropped, as mappings listed
+// it, without counters.
+type DropReply struct {
+	Dropped Mapping `json:"dropped"`
+}
+
 // Debug is what a leak would show, read after a garbage collection.
 type Debug struct {
 	Goroutines int    `json:"goroutines"`
@@ -104,7 +113,7 @@ type Error struct {
 // v. A reply of Error becomes an error "daemon: ...".
 func Ask(ctx context.Context, socket, request string, v any) error {
 	var dialer net.Dialer
-	c, err := dialer.DialContext(ctx, "unix", socket)
+	c, err := dialer.DialUnix(ctx, "unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("cannot reach the daemon at %s (is `pptp-alg run` running?): %w", socket, err)
 	}
