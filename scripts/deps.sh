@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on Debian: the real PPTP peers,
 # nftables and conntrack tools, qemu-user for the cross-architecture unit
-# tests, shellcheck, strace (the bench counts the idle daemon's sockets with
+# tests, shellcheck, gettext (xgettext, for the LuCI translation template),
+# strace (the bench counts the idle daemon's sockets with
 # it), and the Go modules. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace)
+packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace gettext)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -75,9 +75,11 @@ stage_main() {
 }
 
 stage_luci() {
-	local r=$1 l=firmware/luci-app-pptp-alg
-	install -D -m 0644 "$l/htdocs/luci-static/resources/view/pptp-alg.js" \
-		"$r/www/luci-static/resources/view/pptp-alg.js"
+	local r=$1 l=firmware/luci-app-pptp-alg js
+	# The page and its Status > Overview panel.
+	for js in $(cd "$l/htdocs" && find . -name '*.js'); do
+		install -D -m 0644 "$l/htdocs/$js" "$r/www/${js#./}"
+	done
 	install -D -m 0644 "$l/root/usr/share/luci/menu.d/luci-app-pptp-alg.json" \
 		"$r/usr/share/luci/menu.d/luci-app-pptp-alg.json"
 	install -D -m 0644 "$l/root/usr/share/rpcd/acl.d/luci-app-pptp-alg.json" \

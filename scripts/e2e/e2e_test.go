@@ -67,6 +67,9 @@ type router struct {
 	*lab.Lab
 	daemon *lab.Process
 	socket string
+	// Stand-ins for the rpcd plugin's init script and logread
+	// (fakeInitAndLogread); "" until made.
+	fakeInit, fakeLogread string
 }
 
 func newRouter(t *testing.T, hosts int, fw lab.Firewall, daemonArgs ...string) *router {

@@ -296,15 +296,17 @@ func checkPackages(t *testing.T, format string) {
 		p: luci, name: "luci-app-pptp-alg", arch: wantLuciArch,
 		depends: []string{"luci-base", "pptp-alg"},
 		files: map[string]fs.FileMode{
-			"/www/luci-static/resources/view/pptp-alg.js":   0o644,
-			"/usr/share/luci/menu.d/luci-app-pptp-alg.json": 0o644,
-			"/usr/share/rpcd/acl.d/luci-app-pptp-alg.json":  0o644,
-			"/usr/libexec/rpcd/luci.pptp-alg":               0o755,
-			"/etc/uci-defaults/luci-pptp-alg":               0o644,
+			"/www/luci-static/resources/view/pptp-alg.js":                   0o644,
+			"/www/luci-static/resources/view/status/include/75_pptp-alg.js": 0o644,
+			"/usr/share/luci/menu.d/luci-app-pptp-alg.json":                 0o644,
+			"/usr/share/rpcd/acl.d/luci-app-pptp-alg.json":                  0o644,
+			"/usr/libexec/rpcd/luci.pptp-alg":                               0o755,
+			"/etc/uci-defaults/luci-pptp-alg":                               0o644,
 		},
 		fromSource: map[string]string{
-			"/www/luci-static/resources/view/pptp-alg.js": "firmware/luci-app-pptp-alg/htdocs/luci-static/resources/view/pptp-alg.js",
-			"/usr/libexec/rpcd/luci.pptp-alg":             "firmware/luci-app-pptp-alg/root/usr/libexec/rpcd/luci.pptp-alg",
+			"/www/luci-static/resources/view/pptp-alg.js":                   "firmware/luci-app-pptp-alg/htdocs/luci-static/resources/view/pptp-alg.js",
+			"/www/luci-static/resources/view/status/include/75_pptp-alg.js": "firmware/luci-app-pptp-alg/htdocs/luci-static/resources/view/status/include/75_pptp-alg.js",
+			"/usr/libexec/rpcd/luci.pptp-alg":                               "firmware/luci-app-pptp-alg/root/usr/libexec/rpcd/luci.pptp-alg",
 		},
 		postinst: []string{"default_postinst"},
 		rm:       []string{"default_prerm"},
@@ -426,8 +428,11 @@ func TestLuciWiring(t *testing.T) {
 	read, write := grant.Read.Ubus["luci.pptp-alg"], grant.Write.Ubus["luci.pptp-alg"]
 	slices.Sort(read)
 	slices.Sort(write)
-	if !slices.Equal(read, []string{"mappings", "status"}) || !slices.Equal(write, []string{"disable", "enable"}) {
-		t.Errorf("acl.d: luci.pptp-alg read %q write %q; want read mappings, status and write enable, disable", read, write)
+	if !slices.Equal(read, []string{"doctor", "log", "mappings", "status"}) || !slices.Equal(write, []string{"disable", "drop", "enable", "service"}) {
+		t.Errorf("acl.d: luci.pptp-alg read %q write %q; want read doctor, log, mappings, status and write disable, drop, enable, service", read, write)
+	}
+	if slices.Contains(grant.Read.UCI, "firewall") || slices.Contains(grant.Write.UCI, "firewall") {
+		t.Errorf("acl.d: the app has no business with /etc/config/firewall: %+v", grant)
 	}
 	if !slices.Contains(grant.Write.UCI, "pptp-alg") {
 		t.Errorf("acl.d: no uci write on pptp-alg")
