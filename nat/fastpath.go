@@ -465,22 +465,12 @@ func matchFastGRE(mtu int) []expr.Any {
 func (o fastObjects) inboundExprs(lanMTU int) []expr.Any {
 	return concat(
 		matchFastGRE(lanMTU),
+		greInRewrite(o.greIn),
 		[]expr.Any{
-			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
-			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			// [ payload load 2b @ transport header + 6 => reg 9 ]  NAT call ID
-			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
-			// [ lookup reg 8 set gre_in dreg 8 ]   reg 8 = client, reg 9 = client call ID
-			&expr.Lookup{SourceRegister: reg8, DestRegister: reg8, IsDestRegSet: true, SetName: o.greIn.Name},
-			// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]
-			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4,
-				CsumType: expr.CsumTypeInet, CsumOffset: 10},
-			// [ payload write reg 9 => 2b @ transport header + 6 ]
-			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
 			// [ payload load 4b @ network header + 16 => reg 10 ]  ip daddr, the client: the neighbour
 			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			// [ lookup reg 10 set lan_oif dreg 11 ]
-			&expr.Lookup{SourceRegister: reg10, DestRegister: reg11, IsDestRegSet: true, SetName: o.lanOIF.Name},
+			&expr.Lookup{SourceRegister: reg10, DestRegister: reg11, IsDestRegSet: true, SetName: o.lanOIF.Name, SetID: o.lanOIF.ID},
 		},
 	)
 }
@@ -493,15 +483,10 @@ func (o fastObjects) outboundExprs(wanAddr netip.Addr, wan link) []expr.Any {
 	a := wanAddr.As4()
 	return concat(
 		matchFastGRE(wan.MTU),
+		loadGREOutKey(),
 		[]expr.Any{
-			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
-			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			// [ payload load 4b @ network header + 16 => reg 9 ]   ip daddr
-			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			// [ payload load 2b @ transport header + 6 => reg 10 ] server call ID
-			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
 			// [ lookup reg 8 set gre_out dreg 11 ]   neighbour
-			&expr.Lookup{SourceRegister: reg8, DestRegister: reg11, IsDestRegSet: true, SetName: o.greOut.Name},
+			&expr.Lookup{SourceRegister: reg8, DestRegister: reg11, IsDestRegSet: true, SetName: o.greOut.Name, SetID: o.greOut.ID},
 			// [ immediate reg 8 WANADDR ]
 			&expr.Immediate{Register: reg8, Data: a[:]},
 			// [ payload write reg 8 => 4b @ network header + 12 csum_type 1 csum_off 10 ]

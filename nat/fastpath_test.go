@@ -97,7 +97,7 @@ func gFastOutbound(lan string) wantMsg {
 					u32(unix.NFTA_PAYLOAD_OFFSET, 6), u32(unix.NFTA_PAYLOAD_LEN, 2)),
 				// [ lookup reg 8 set gre_out dreg 11 ]   the next hop toward the server
 				ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 8), u32(unix.NFTA_LOOKUP_DREG, 11),
-					str(unix.NFTA_LOOKUP_SET, "gre_out"), u32(unix.NFTA_LOOKUP_SET_ID, 0)),
+					str(unix.NFTA_LOOKUP_SET, "gre_out"), u32(unix.NFTA_LOOKUP_SET_ID, 3)),
 				// [ immediate reg 8 203.0.113.1 ]
 				ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 8), value(unix.NFTA_IMMEDIATE_DATA, raw("cb007101"))),
 				// [ payload write reg 8 => 4b @ network header + 12 csum_type 1 csum_off 10 ]
@@ -182,7 +182,7 @@ var goldenFastInbound = wantMsg{"add rule netdev pptp_alg wan_ingress <fast gre,
 				u32(unix.NFTA_PAYLOAD_OFFSET, 6), u32(unix.NFTA_PAYLOAD_LEN, 2)),
 			// [ lookup reg 8 set gre_in dreg 8 ]
 			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 8), u32(unix.NFTA_LOOKUP_DREG, 8),
-				str(unix.NFTA_LOOKUP_SET, "gre_in"), u32(unix.NFTA_LOOKUP_SET_ID, 0)),
+				str(unix.NFTA_LOOKUP_SET, "gre_in"), u32(unix.NFTA_LOOKUP_SET_ID, 2)),
 			// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]
 			ex("payload", u32(unix.NFTA_PAYLOAD_SREG, 8), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
 				u32(unix.NFTA_PAYLOAD_OFFSET, 16), u32(unix.NFTA_PAYLOAD_LEN, 4),
@@ -195,7 +195,7 @@ var goldenFastInbound = wantMsg{"add rule netdev pptp_alg wan_ingress <fast gre,
 				u32(unix.NFTA_PAYLOAD_OFFSET, 16), u32(unix.NFTA_PAYLOAD_LEN, 4)),
 			// [ lookup reg 10 set lan_oif dreg 11 ]
 			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 10), u32(unix.NFTA_LOOKUP_DREG, 11),
-				str(unix.NFTA_LOOKUP_SET, "lan_oif"), u32(unix.NFTA_LOOKUP_SET_ID, 0)),
+				str(unix.NFTA_LOOKUP_SET, "lan_oif"), u32(unix.NFTA_LOOKUP_SET_ID, 5)),
 			gFwd(10, 11),
 		),
 	)}

@@ -296,24 +296,13 @@ func (o objects) iifElements(cfg Config) []nftables.SetElement {
 }
 
 // inboundTranslate rewrites GRE from the server to the WAN address into GRE
-// for the LAN client, with one map lookup whose 8-byte value (client address,
-// client call ID) lands in two consecutive registers.
+// for the LAN client, and lets it through untracked.
 //
 //	ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept
 func (o objects) inboundTranslate() []expr.Any {
 	return concat(
+		greInRewrite(o.greIn),
 		[]expr.Any{
-			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
-			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			// [ payload load 2b @ transport header + 6 => reg 9 ]  NAT call ID
-			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
-			// [ lookup reg 8 set gre_in dreg 8 ]                   reg 8 = client, reg 9 = client call ID
-			&expr.Lookup{SourceRegister: reg8, DestRegister: reg8, IsDestRegSet: true, SetName: o.greIn.Name, SetID: o.greIn.ID},
-			// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]   ip daddr
-			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4,
-				CsumType: expr.CsumTypeInet, CsumOffset: 10},
-			// [ payload write reg 9 => 2b @ transport header + 6 ]  GRE has no checksum here (C bit clear)
-			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
 			// [ notrack ]
 			&expr.Notrack{},
 		},
@@ -321,19 +310,36 @@ func (o objects) inboundTranslate() []expr.Any {
 	)
 }
 
+// greInRewrite rewrites GRE from a server into GRE for the LAN client, with
+// one lookup in greIn (the ip table's gre_in, or the fast path's) whose
+// 8-byte value (client address, client call ID) lands in two consecutive
+// registers: reg 8 and 9 hold them after. A packet without an element
+// stops at the lookup.
+//
+//	ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in
+func greInRewrite(greIn *nftables.Set) []expr.Any {
+	return []expr.Any{
+		// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+		&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		// [ payload load 2b @ transport header + 6 => reg 9 ]  NAT call ID
+		&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+		// [ lookup reg 8 set gre_in dreg 8 ]                   reg 8 = client, reg 9 = client call ID
+		&expr.Lookup{SourceRegister: reg8, DestRegister: reg8, IsDestRegSet: true, SetName: greIn.Name, SetID: greIn.ID},
+		// [ payload write reg 8 => 4b @ network header + 16 csum_type 1 csum_off 10 ]   ip daddr
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4,
+			CsumType: expr.CsumTypeInet, CsumOffset: 10},
+		// [ payload write reg 9 => 2b @ transport header + 6 ]  GRE has no checksum here (C bit clear)
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg9, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+	}
+}
+
 // outboundCheck lets GRE from a LAN host pass only for a call of its own.
 //
 //	ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
 func (o objects) outboundCheck() []expr.Any {
 	return concat(
+		loadGREOutKey(),
 		[]expr.Any{
-			// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
-			&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			// [ payload load 4b @ network header + 16 => reg 9 ]   ip daddr
-			// (one 8-byte load would do, but nft would then print it as @nh,96,64)
-			&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			// [ payload load 2b @ transport header + 6 => reg 10 ] server call ID
-			&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
 			// [ lookup reg 8 set gre_out ]
 			&expr.Lookup{SourceRegister: reg8, SetName: o.greOut.Name, SetID: o.greOut.ID},
 			// [ notrack ]
@@ -341,6 +347,22 @@ func (o objects) outboundCheck() []expr.Any {
 		},
 		verdict(expr.VerdictAccept),
 	)
+}
+
+// loadGREOutKey loads the gre_out key of GRE from a LAN host into reg 8 to
+// 10, for the ip table's set and the fast path's map alike.
+//
+//	ip saddr . ip daddr . @th,48,16
+func loadGREOutKey() []expr.Any {
+	return []expr.Any{
+		// [ payload load 4b @ network header + 12 => reg 8 ]   ip saddr
+		&expr.Payload{DestRegister: reg8, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		// [ payload load 4b @ network header + 16 => reg 9 ]   ip daddr
+		// (one 8-byte load would do, but nft would then print it as @nh,96,64)
+		&expr.Payload{DestRegister: reg9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		// [ payload load 2b @ transport header + 6 => reg 10 ] server call ID
+		&expr.Payload{DestRegister: reg10, Base: expr.PayloadBaseTransportHeader, Offset: greKeyOff, Len: 2},
+	}
 }
 
 // impersonationDrop drops GRE from a LAN host that carries a relayed call's
