@@ -2,7 +2,8 @@
 # Static checks of what goes onto a router: shellcheck on every shell script
 # (init script, uci-defaults, rpcd plugin, build scripts), node --check on
 # the LuCI view and its Status > Overview panel, a JSON parse of the LuCI
-# menu and rpcd ACL, the translation template against the JavaScript, and
+# menu and rpcd ACL, the translation template against the JavaScript, the
+# view's behaviour under node (scripts/firmware/view_test.js), and
 # nft's parse of the fw4 includes (in a network namespace of its own).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,6 +36,8 @@ echo "node --check: ${#js_files[@]} file(s) clean"
 node -e 'for (const f of process.argv.slice(1)) JSON.parse(require("fs").readFileSync(f, "utf8"))' "${json_files[@]}"
 echo "JSON: ${#json_files[@]} files parse"
 scripts/firmware/pot.sh --check
+# The view and the Overview panel run under node with LuCI stand-ins.
+node scripts/firmware/view_test.js
 
 # fw4 splices each include into a chain of its inet table; nft -c parses
 # them there as fw4 would, without installing anything.
