@@ -342,6 +342,13 @@ func (t *Table) SessionOf(server netip.Addr, natID uint16) (*Session, CallInfo) 
 	return nil, CallInfo{}
 }
 
+// Len reports the number of calls.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.calls)
+}
+
 // Sessions reports the number of open control connections.
 func (t *Table) Sessions() int {
 	t.mu.Lock()

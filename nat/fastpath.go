@@ -596,6 +596,15 @@ func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
 // errNoLAN is why the fast path is off while no LAN interface exists.
 var errNoLAN = errors.New("no LAN interface exists")
 
+// FastPathStale reports whether CheckFastPath has work to do that no
+// change of links or ruleset announces: an element batch failed, or the
+// caller has yet to add its calls to a rebuilt fast path.
+func (p *Plane) FastPathStale() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.FastPath && (p.fast.dirty || p.fast.refill)
+}
+
 // ErrFastPathOff is why FastPath is off without Config.FastPath.
 var ErrFastPathOff = errors.New("turned off")
 

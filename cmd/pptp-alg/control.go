@@ -15,14 +15,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/alg"
 	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
-	"github.com/pptp-alg/pptp-alg/conntrack"
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
@@ -33,221 +31,28 @@ import (
 type daemon struct {
 	cfg      daemonConfig
 	log      *slog.Logger
-	tracker  *conntrack.Tracker
+	router   router
 	features []string   // kernel features found at start-up
 	failed   chan error // a gateway goroutine's failure ends the daemon
 
 	// mu orders enable, disable and the control requests that read plane,
 	// table and relay. Those three change only while maintain is stopped,
 	// so maintain reads them without mu. All are nil while disabled.
-	mu      sync.Mutex
-	gw      *gateway
-	closing bool
-	plane   *nat.Plane
-	table   *alg.Table
-	relay   *alg.Relay // closes connections from an old WAN address
-	wanAddr atomic.Pointer[netip.Addr]
+	mu          sync.Mutex
+	gw          *gateway
+	closing     bool
+	plane       kernelPlane
+	table       *alg.Table
+	relay       *alg.Relay    // closes connections from an old WAN address
+	callStarted chan struct{} // a call's inbound half went in (startSignal)
+	wanAddr     atomic.Pointer[netip.Addr]
 }
 
 func (d *daemon) dialServer(ctx context.Context, from netip.Addr, server netip.AddrPort) (net.Conn, error) {
 	if !from.IsValid() {
 		from = *d.wanAddr.Load()
 	}
-	mark := int(d.cfg.relayMark)
-	dialer := net.Dialer{
-		KeepAlive: 30 * time.Second,
-		// The mark keeps relay_output from redirecting the relay's own
-		// connection back to the relay.
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
-			}); err != nil {
-				return err
-			}
-			return serr
-		},
-	}
-	// DialTCP with addresses, not DialContext with a string: the daemon
-	// never resolves a name, and leaving the resolver out keeps about
-	// 100 KiB of DNS code out of the router binary.
-	return dialer.DialTCP(ctx, "tcp4", netip.AddrPortFrom(from, 0), server)
-}
-
-// maintain keeps the kernel state true to the call table: it restores the
-// table after a flush, follows the WAN address, and expires idle calls.
-func (d *daemon) maintain(ctx context.Context) error {
-	check := time.NewTicker(tableCheckEvery)
-	defer check.Stop()
-	lastTick, lastExpire := time.Now(), time.Now()
-	snat := *d.wanAddr.Load() // the address the SNAT rule holds
-	// Refilled by every idle check rather than made anew every few seconds;
-	// they keep the size of the largest reading.
-	in, out := map[nat.InKey]nat.Counter{}, map[nat.OutKey]nat.Counter{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-check.C:
-		}
-		d.restoreTable()
-		if time.Since(lastTick) < time.Second {
-			continue
-		}
-		lastTick = time.Now()
-		snat = d.followWAN(snat)
-		d.checkFastPath()
-		if time.Since(lastExpire) >= expireEvery(d.cfg.idleTimeout) {
-			lastExpire = time.Now()
-			d.expire(in, out)
-		}
-	}
-}
-
-// tableCheckEvery is how often maintain looks for its table. A flush takes
-// the NAT hooks with it, so until the table is back, a relayed connection's
-// packets pass untranslated and the client may answer one with a RST; the
-// check, one netlink round trip, keeps that window short.
-const tableCheckEvery = 100 * time.Millisecond
-
-// restoreTable installs the table and every call's mappings again if the
-// table is gone: `nft flush ruleset`, a firewall reload that flushes.
-func (d *daemon) restoreTable() {
-	ok, err := d.plane.Installed()
-	if err != nil {
-		d.log.Warn("check nftables table", "err", err)
-		return
-	}
-	if ok {
-		return
-	}
-	start := time.Now()
-	d.log.Warn("nftables table is gone (ruleset flushed?); installing it again")
-	if err := d.plane.Reinstall(); err != nil {
-		d.log.Error("reinstall nftables table", "err", err)
-		return
-	}
-	if err := d.table.Reinstall(); err != nil {
-		d.log.Error("reinstall call mappings", "err", err)
-	}
-	d.log.Warn("nftables table restored", "calls", len(d.table.Calls()), "took", time.Since(start).Round(time.Millisecond))
-}
-
-// checkFastPath rebuilds the fast path when what it was built for changed
-// (an interface, MTU, route, the WAN address) and adds every call to it
-// again. Meanwhile the calls' GRE takes the ip table.
-func (d *daemon) checkFastPath() {
-	start := time.Now()
-	rebuilt, err := d.plane.CheckFastPath()
-	if err != nil {
-		d.log.Warn("GRE fast path off; GRE goes through the ip table", "err", err)
-		return
-	}
-	if !rebuilt {
-		return
-	}
-	if err := d.table.Reinstall(); err != nil {
-		d.log.Error("add calls to the rebuilt fast path", "err", err)
-		return
-	}
-	d.log.Info("GRE fast path rebuilt", "calls", len(d.table.Calls()), "took", time.Since(start).Round(time.Millisecond))
-}
-
-// logFastPath says once, at enable, whether GRE takes the fast path.
-func (d *daemon) logFastPath() {
-	if on, why := d.plane.FastPath(); on {
-		d.log.Info("GRE fast path on", "ingress", ingressDevices(d.cfg.wan, d.cfg.lan))
-	} else {
-		d.log.Warn("GRE fast path off; GRE goes through the ip table", "why", why)
-	}
-}
-
-// followWAN tracks the WAN address: new control connections are dialled
-// from it, the SNAT rule is moved to it (snat is what the rule holds now;
-// the new value is returned), and control connections still bound to an
-// older address are closed, releasing their calls: they can never carry
-// traffic again. Checking every tick also catches a connection dialled
-// from the old address just as it changed.
-func (d *daemon) followWAN(snat netip.Addr) netip.Addr {
-	a, err := interfaceIPv4(d.cfg.wan)
-	if err != nil {
-		return snat // no address for now: keep the old until one comes
-	}
-	if old := *d.wanAddr.Load(); a != old {
-		d.log.Warn("WAN address changed", "old", old, "new", a)
-		d.wanAddr.Store(&a)
-	}
-	if a != snat {
-		if err := d.plane.SetWANAddr(a); err != nil {
-			d.log.Error("update WAN address", "err", err)
-		} else {
-			snat = a
-		}
-	}
-	if d.relay != nil {
-		if n := d.relay.CloseNotFrom(a, "WAN address changed"); n > 0 {
-			d.log.Warn("closed control connections from an old WAN address", "connections", n, "wan_addr", a)
-		}
-	}
-	return snat
-}
-
-// expireEvery checks idleness often enough to release a call within a
-// tenth of the idle timeout of its going quiet, but at most once a second.
-func expireEvery(idle time.Duration) time.Duration {
-	return max(time.Second, min(idle/10, 10*time.Second))
-}
-
-// expire reads the counters into in and out and releases idle calls.
-func (d *daemon) expire(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) {
-	before := d.table.Calls() // each of these is in the kernel before the dump
-	if err := d.plane.Counters(in, out); err != nil {
-		d.log.Warn("read GRE counters", "err", err)
-		return
-	}
-	// Elements lost while the table stayed (`nft flush set`, a partial
-	// reload): add them again. Adding one that exists changes nothing.
-	if n := missingMappings(before, d.table.Calls(), in, out); n > 0 {
-		d.log.Warn("GRE mappings missing from the kernel; adding them again", "missing", n)
-		if err := d.table.Reinstall(); err != nil {
-			d.log.Error("reinstall call mappings", "err", err)
-		}
-	}
-	d.table.Expire(d.cfg.idleTimeout, func(c alg.CallInfo) alg.Traffic {
-		return traffic(c, in, out)
-	})
-}
-
-// missingMappings counts the kernel elements that the calls listed both
-// before and after the dump should have and that the dump lacks. A call
-// set up or released meanwhile is in only one of the lists.
-func missingMappings(before, after []alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) int {
-	still := make(map[alg.CallInfo]bool, len(after))
-	for _, c := range after {
-		still[c] = true
-	}
-	n := 0
-	for _, c := range before {
-		if !still[c] {
-			continue
-		}
-		if _, ok := in[nat.InKey{Server: c.Server, NATID: c.NATCallID}]; !ok {
-			n++
-		}
-		if _, ok := out[nat.OutKey{Client: c.Client, Server: c.Server, ServerID: c.ServerCallID}]; c.Established && !ok {
-			n++
-		}
-	}
-	return n
-}
-
-func traffic(c alg.CallInfo, in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) alg.Traffic {
-	i := in[nat.InKey{Server: c.Server, NATID: c.NATCallID}]
-	var o nat.Counter
-	if c.Established {
-		o = out[nat.OutKey{Client: c.Client, Server: c.Server, ServerID: c.ServerCallID}]
-	}
-	return alg.Traffic{PacketsIn: i.Packets, BytesIn: i.Bytes, PacketsOut: o.Packets, BytesOut: o.Bytes}
+	return d.router.Dial(ctx, from, server)
 }
 
 // writeMappings writes every call as one JSON array on one line. The

@@ -61,8 +61,14 @@ it is faster than the kernel's own helper. Fragments, packets whose TTL
 would expire or that exceed the outgoing MTU, and calls routed elsewhere
 go through the ip table as before, as does all GRE if the fast path cannot
 be installed (the log and 'pptp-alg status' say why; OpenWrt needs
-kmod-nft-netdev). It is rebuilt within a second when an interface, MTU,
-route or the WAN address changes.
+kmod-nft-netdev). It is rebuilt as soon as the kernel reports a change of
+an interface, MTU, route or the WAN address.
+
+The daemon acts on kernel notifications rather than polling: when its
+tables lose anything ('nft flush ruleset', a firewall reload) it installs
+them again at once, calls included; when the WAN address changes it
+follows it and closes the control connections dialled from the old one.
+While no call exists it does no periodic work at all.
 
 'pptp-alg disable' removes the table and releases every call without
 stopping the daemon; 'pptp-alg enable' installs it again. On SIGTERM or
@@ -230,7 +236,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			log.Warn(lacks(f)+": the fast path cannot be installed, GRE goes through the ip table", "fix", featureFix(f))
 		}
 	}
-	d := &daemon{cfg: cfg, log: log, tracker: tracker, features: append(features, "ctnetlink"), failed: make(chan error, 1)}
+	d := &daemon{cfg: cfg, log: log, router: hostRouter{tracker: tracker, mark: int(cfg.relayMark)},
+		features: append(features, "ctnetlink"), failed: make(chan error, 1)}
 	if _, err := d.enable(); err != nil {
 		return usageError{err}
 	}
@@ -263,6 +270,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 type gateway struct {
 	stopRelay, stopMaintain context.CancelFunc
 	relayDone, maintainDone chan struct{}
+	events                  *events // maintain's
 }
 
 // enable installs the table and starts the relay, unless they run. It
@@ -276,33 +284,43 @@ func (d *daemon) enable() (changed bool, err error) {
 	if d.gw != nil {
 		return false, nil
 	}
-	wanAddr, err := interfaceIPv4(d.cfg.wan)
+	wanAddr, err := d.router.InterfaceIPv4(d.cfg.wan)
 	if err != nil {
 		return false, err
+	}
+	// Subscribe before installing, so that no deletion goes unseen.
+	ev, err := d.router.Watch(d.cfg.table)
+	if err != nil {
+		return false, fmt.Errorf("netlink notifications: %w", err)
 	}
 	// Listen before installing the redirect, so no connection is lost to it.
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: int(d.cfg.relayPort)})
 	if err != nil {
+		ev.close()
 		return false, fmt.Errorf("relay: %w", err)
 	}
-	plane, err := nat.Open(nat.Config{
+	plane, err := d.router.OpenPlane(nat.Config{
 		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
 		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort), FastPath: d.cfg.fastPath,
 		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
 	})
 	if err != nil {
 		ln.Close()
+		ev.close()
 		return false, fmt.Errorf("nftables: %w (needs root and nf_tables with maps, concatenations, notrack, redirect)", err)
 	}
 	d.wanAddr.Store(&wanAddr)
 	d.plane = plane
 	d.logFastPath()
-	d.table = alg.NewTable(plane, d.cfg.limits, d.log)
+	// Idle expiry runs while calls exist: the first call's inbound half
+	// wakes it.
+	d.callStarted = make(chan struct{}, 1)
+	d.table = alg.NewTable(startSignal{plane, d.callStarted}, d.cfg.limits, d.log)
 	d.relay = &alg.Relay{
 		Table:              d.table,
-		OriginalDst:        conntrack.OriginalDst,
+		OriginalDst:        d.router.OriginalDst,
 		Dial:               d.dialServer,
-		Check:              func(client, dst netip.AddrPort) error { return checkNoKernelHelper(d.tracker, client, dst) },
+		Check:              func(client, dst netip.AddrPort) error { return checkNoKernelHelper(d.router, client, dst) },
 		ControlIdleTimeout: d.cfg.controlIdle,
 		Log:                d.log,
 	}
@@ -310,7 +328,7 @@ func (d *daemon) enable() (changed bool, err error) {
 
 	rctx, stopRelay := context.WithCancel(context.Background())
 	mctx, stopMaintain := context.WithCancel(context.Background())
-	g := &gateway{stopRelay: stopRelay, stopMaintain: stopMaintain,
+	g := &gateway{stopRelay: stopRelay, stopMaintain: stopMaintain, events: ev,
 		relayDone: make(chan struct{}), maintainDone: make(chan struct{})}
 	go func() {
 		defer close(g.relayDone)
@@ -318,7 +336,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	}()
 	go func() {
 		defer close(g.maintainDone)
-		d.fail(d.maintain(mctx))
+		d.fail(d.maintain(mctx, ev))
 	}()
 	d.gw = g
 	d.warnRuleset()
@@ -344,6 +362,7 @@ func (d *daemon) disableLocked() (calls int, err error) {
 	// maintain first: it would install the table again.
 	g.stopMaintain()
 	<-g.maintainDone
+	g.events.close()
 	// Ending the control connections releases their calls while the table
 	// is still there. A connection arriving in the moment between the
 	// listener's close and the table's deletion is reset.
@@ -394,30 +413,10 @@ func (d *daemon) warnRuleset() {
 	}
 }
 
-// interfaceIPv4 returns the first IPv4 address of an interface.
-func interfaceIPv4(name string) (netip.Addr, error) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
-				return ip.Unmap(), nil
-			}
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
-}
-
 // checkNoKernelHelper refuses a control connection the kernel's PPTP
 // helper is also rewriting: both translating one stream corrupts it.
-func checkNoKernelHelper(t *conntrack.Tracker, client, dst netip.AddrPort) error {
-	helper, err := t.Helper(client, dst)
+func checkNoKernelHelper(r router, client, dst netip.AddrPort) error {
+	helper, err := r.KernelHelper(client, dst)
 	if err != nil || helper == "" {
 		return err
 	}

@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/nat"
+)
+
+// fakeRouter is an in-memory router: interfaces with addresses, a fake
+// plane, event channels the test sends on, and the loopback for relayed
+// connections, which it says were all going to pac.
+type fakeRouter struct {
+	mu             sync.Mutex
+	addrs          map[string]netip.Addr
+	plane          *fakePlane
+	ruleset, links chan struct{}
+	pac            netip.AddrPort
+}
+
+func (r *fakeRouter) InterfaceIPv4(name string) (netip.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.addrs[name]
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
+	}
+	return a, nil
+}
+
+func (r *fakeRouter) setAddr(name string, a netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addrs[name] = a
+}
+
+func (r *fakeRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) {
+	r.plane = &fakePlane{intact: true, wanAddr: cfg.WANAddr, in: map[nat.InKey]nat.Counter{}, out: map[nat.OutKey]nat.Counter{}}
+	return r.plane, nil
+}
+
+func (r *fakeRouter) Watch(string) (*events, error) {
+	return &events{ruleset: r.ruleset, links: r.links, err: func() error { return errors.New("fake subscription ended") }, close: func() {}}, nil
+}
+
+func (r *fakeRouter) OriginalDst(net.Conn) (netip.AddrPort, error) { return r.pac, nil }
+
+func (r *fakeRouter) Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialTCP(ctx, "tcp4", netip.AddrPortFrom(local, 0), server)
+}
+
+func (r *fakeRouter) KernelHelper(client, dst netip.AddrPort) (string, error) { return "", nil }
+
+// fakePlane is an in-memory kernelPlane. Without its table (flush) it
+// refuses additions as the kernel does.
+type fakePlane struct {
+	mu                               sync.Mutex
+	intact                           bool
+	wanAddr                          netip.Addr
+	in                               map[nat.InKey]nat.Counter
+	out                              map[nat.OutKey]nat.Counter
+	reinstalls, fastChecks, counters int
+	closed                           bool
+}
+
+func (p *fakePlane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.intact {
+		return unix.ENOENT
+	}
+	p.in[nat.InKey{Server: server, NATID: natID}] = nat.Counter{}
+	return nil
+}
+
+func (p *fakePlane) DeleteInbound(server netip.Addr, natID uint16) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.in, nat.InKey{Server: server, NATID: natID})
+	return nil
+}
+
+func (p *fakePlane) AddOutbound(client, server netip.Addr, serverID uint16) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.intact {
+		return unix.ENOENT
+	}
+	p.out[nat.OutKey{Client: client, Server: server, ServerID: serverID}] = nat.Counter{}
+	return nil
+}
+
+func (p *fakePlane) DeleteOutbound(client, server netip.Addr, serverID uint16) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.out, nat.OutKey{Client: client, Server: server, ServerID: serverID})
+	return nil
+}
+
+func (p *fakePlane) Intact() (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.intact, nil
+}
+
+func (p *fakePlane) Reinstall() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.intact = true
+	clear(p.in)
+	clear(p.out)
+	p.reinstalls++
+	return nil
+}
+
+func (p *fakePlane) SetWANAddr(a netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.wanAddr = a
+	return nil
+}
+
+func (p *fakePlane) CheckFastPath() (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fastChecks++
+	return false, nil
+}
+
+func (p *fakePlane) FastPathStale() bool            { return false }
+func (p *fakePlane) FastPath() (on bool, why error) { return true, nil }
+
+func (p *fakePlane) Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters++
+	clear(in)
+	clear(out)
+	for k, v := range p.in {
+		in[k] = v
+	}
+	for k, v := range p.out {
+		out[k] = v
+	}
+	return nil
+}
+
+func (p *fakePlane) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	return nil
+}
+
+// flush is `nft flush ruleset`.
+func (p *fakePlane) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.intact = false
+	clear(p.in)
+	clear(p.out)
+}
+
+// read returns a snapshot under the lock.
+func (p *fakePlane) read() (in, out, reinstalls, fastChecks, counters int, wan netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.in), len(p.out), p.reinstalls, p.fastChecks, p.counters, p.wanAddr
+}
+
+var (
+	lo1 = netip.MustParseAddr("127.0.0.1")
+	lo2 = netip.MustParseAddr("127.0.0.2")
+)
+
+// startGateway runs an enabled daemon on the fake router, whose WAN address
+// is 127.0.0.1, with a PPTP server on the loopback that accepts every
+// outgoing call.
+func startGateway(t *testing.T, idle time.Duration) (*daemon, *fakeRouter, netip.AddrPort) {
+	t.Helper()
+	pac := startPAC(t)
+	r := &fakeRouter{
+		addrs:   map[string]netip.Addr{"wan": lo1},
+		ruleset: make(chan struct{}, 1), links: make(chan struct{}, 1),
+		pac: pac,
+	}
+	port := freePort(t)
+	d := &daemon{
+		cfg: daemonConfig{lan: []string{"lan"}, wan: "wan", relayPort: uint(port), table: "pptp_alg_test",
+			idleTimeout: idle, controlIdle: time.Minute, limits: alg.DefaultLimits},
+		log:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		router: r, failed: make(chan error, 1),
+	}
+	if _, err := d.enable(); err != nil {
+		t.Fatalf("enable: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, _, err := d.disable(); err != nil {
+			t.Errorf("disable: %v", err)
+		}
+		if !r.plane.closed {
+			t.Error("plane not closed by disable")
+		}
+	})
+	return d, r, netip.AddrPortFrom(lo1, uint16(port))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startPAC is a PPTP server that answers each Outgoing-Call-Request with a
+// connected Outgoing-Call-Reply, and ignores the rest.
+func startPAC(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var id atomic.Uint32 // server call IDs, unique at this server
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					m, err := readMessage(c)
+					if err != nil {
+						return
+					}
+					if req, ok := m.(*alg.OutgoingCallRequest); ok {
+						r := &alg.OutgoingCallReply{CallID: uint16(100 + id.Add(1)), PeerCallID: req.CallID, ResultCode: alg.OutgoingCallResultConnected}
+						if _, err := c.Write(r.Append(nil)); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func readMessage(c net.Conn) (alg.Message, error) {
+	hdr := make([]byte, alg.HeaderLen)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return nil, err
+	}
+	n := int(hdr[0])<<8 | int(hdr[1])
+	if n < alg.HeaderLen {
+		return nil, errors.New("bad length")
+	}
+	m := append(hdr, make([]byte, n-alg.HeaderLen)...)
+	if _, err := io.ReadFull(c, m[alg.HeaderLen:]); err != nil {
+		return nil, err
+	}
+	return alg.Parse(m)
+}
+
+// call opens a control connection through the relay and sets up one
+// call on it.
+func call(t *testing.T, relay netip.AddrPort, clientID uint16) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp4", relay.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write((&alg.OutgoingCallRequest{CallID: clientID}).Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readMessage(c)
+	if err != nil {
+		t.Fatalf("reading the Outgoing-Call-Reply: %v", err)
+	}
+	if r, ok := m.(*alg.OutgoingCallReply); !ok || r.PeerCallID != clientID || r.ResultCode != alg.OutgoingCallResultConnected {
+		t.Fatalf("reply %#v; want a connected Outgoing-Call-Reply to call %d", m, clientID)
+	}
+	c.SetDeadline(time.Time{})
+	return c
+}
+
+// eventually waits up to 3 s for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("after 3s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMaintainRestoresFlushedTable(t *testing.T) {
+	d, r, relay := startGateway(t, time.Hour)
+	call(t, relay, 1)
+	call(t, relay, 2)
+	if in, out, _, _, _, _ := r.plane.read(); in != 2 || out != 2 {
+		t.Fatalf("after two calls: %d inbound, %d outbound elements", in, out)
+	}
+
+	// An event while the table is whole changes nothing.
+	r.ruleset <- struct{}{}
+	eventually(t, "the fast path checked after a ruleset event", func() bool {
+		_, _, _, fc, _, _ := r.plane.read()
+		return fc >= 1
+	})
+	if _, _, re, _, _, _ := r.plane.read(); re != 0 {
+		t.Errorf("%d reinstalls of a whole table; want 0", re)
+	}
+
+	r.plane.flush()
+	r.ruleset <- struct{}{}
+	eventually(t, "table and both calls' elements restored", func() bool {
+		in, out, re, _, _, _ := r.plane.read()
+		return re == 1 && in == 2 && out == 2
+	})
+	if n := d.table.Len(); n != 2 {
+		t.Errorf("%d calls after the restore; want 2", n)
+	}
+}
+
+func TestMaintainFollowsWANAddress(t *testing.T) {
+	d, r, relay := startGateway(t, time.Hour)
+	c := call(t, relay, 1)
+	_, _, _, checks, _, _ := r.plane.read()
+
+	// An event that changes nothing keeps the connection.
+	r.links <- struct{}{}
+	eventually(t, "fast path checked after a links event", func() bool {
+		_, _, _, fc, _, _ := r.plane.read()
+		return fc > checks
+	})
+	if d.table.Len() != 1 {
+		t.Fatal("a links event without an address change released the call")
+	}
+
+	r.setAddr("wan", lo2)
+	r.links <- struct{}{}
+	eventually(t, "SNAT rule moved to the new address", func() bool {
+		_, _, _, _, _, wan := r.plane.read()
+		return wan == lo2
+	})
+	if got := *d.wanAddr.Load(); got != lo2 {
+		t.Errorf("daemon dials from %v; want %v", got, lo2)
+	}
+	// The connection from the old address is closed, its call released.
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, unix.ECONNRESET) {
+		t.Errorf("control connection from the old address: read %v; want it closed", err)
+	}
+	eventually(t, "call released and its elements deleted", func() bool {
+		in, out, _, _, _, _ := r.plane.read()
+		return d.table.Len() == 0 && in == 0 && out == 0
+	})
+
+	// The WAN losing its address keeps the old one until another comes.
+	r.mu.Lock()
+	delete(r.addrs, "wan")
+	r.mu.Unlock()
+	r.links <- struct{}{}
+	time.Sleep(50 * time.Millisecond)
+	if _, _, _, _, _, wan := r.plane.read(); wan != lo2 {
+		t.Errorf("SNAT address %v after the WAN lost its address; want %v kept", wan, lo2)
+	}
+}
+
+// TestMaintainIdleExpiry checks that the counters are read only while
+// calls exist, that a call whose GRE stays idle is released, and that an
+// element lost meanwhile is added again.
+func TestMaintainIdleExpiry(t *testing.T) {
+	d, r, relay := startGateway(t, 2*time.Second) // checked every second
+	time.Sleep(1500 * time.Millisecond)
+	if _, _, _, _, n, _ := r.plane.read(); n != 0 {
+		t.Fatalf("counters read %d times with no call; want 0", n)
+	}
+
+	call(t, relay, 1)
+	// Someone deletes the call's inbound element (`nft flush set`).
+	r.plane.mu.Lock()
+	clear(r.plane.in)
+	r.plane.mu.Unlock()
+	eventually(t, "the lost element added again at the next counter reading", func() bool {
+		in, _, _, _, _, _ := r.plane.read()
+		return in == 1
+	})
+	// No GRE moves: the call goes after 2 s idle.
+	eventually(t, "the idle call released", func() bool {
+		in, out, _, _, _, _ := r.plane.read()
+		return d.table.Len() == 0 && in == 0 && out == 0
+	})
+	_, _, _, _, n, _ := r.plane.read()
+	time.Sleep(2500 * time.Millisecond)
+	if _, _, _, _, m, _ := r.plane.read(); m != n {
+		t.Errorf("counters read %d more times after the last call went; want none", m-n)
+	}
+}
+
+// TestMaintainEndsWithItsSubscription: a notification socket that fails
+// ends the daemon (exit 1), rather than leaving it deaf.
+func TestMaintainEndsWithItsSubscription(t *testing.T) {
+	d, r, _ := startGateway(t, time.Hour)
+	close(r.ruleset)
+	select {
+	case err := <-d.failed:
+		if err == nil || !strings.Contains(err.Error(), "nftables notifications") {
+			t.Errorf("failure %v; want it to name the nftables notifications", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("daemon did not fail")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}

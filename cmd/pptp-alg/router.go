@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pptp-alg/pptp-alg/alg"
+	"github.com/pptp-alg/pptp-alg/conntrack"
+	"github.com/pptp-alg/pptp-alg/nat"
+)
+
+// router is what the daemon needs of the machine it runs on: its
+// interfaces, its nftables state, notice when either changes, and the
+// sockets of relayed connections. hostRouter is the real one; the tests
+// use an in-memory fake.
+type router interface {
+	// InterfaceIPv4 returns the first IPv4 address of an interface.
+	InterfaceIPv4(name string) (netip.Addr, error)
+	// OpenPlane installs the nftables tables for cfg.
+	OpenPlane(cfg nat.Config) (kernelPlane, error)
+	// Watch subscribes to deletions from the tables named table and to
+	// changes of links, IPv4 addresses and routes.
+	Watch(table string) (*events, error)
+	// OriginalDst says where a redirected connection was going.
+	OriginalDst(c net.Conn) (netip.AddrPort, error)
+	// Dial connects to a server from the local address.
+	Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error)
+	// KernelHelper names the conntrack helper on a connection, or "".
+	KernelHelper(client, dst netip.AddrPort) (string, error)
+}
+
+// kernelPlane is what the daemon needs of its nftables tables (nat.Plane).
+type kernelPlane interface {
+	alg.DataPlane
+	Intact() (bool, error)
+	Reinstall() error
+	SetWANAddr(a netip.Addr) error
+	CheckFastPath() (rebuilt bool, err error)
+	FastPathStale() bool
+	FastPath() (on bool, why error)
+	Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) error
+	Close() error
+}
+
+// events are the two subscriptions maintain waits on. A channel receives a
+// value (coalesced) when something may have changed, and is closed if its
+// subscription fails; err says why.
+type events struct {
+	ruleset <-chan struct{} // the daemon's tables lost something
+	links   <-chan struct{} // links, IPv4 addresses or routes changed
+	err     func() error
+	close   func()
+}
+
+// hostRouter is the router the daemon runs on.
+type hostRouter struct {
+	tracker *conntrack.Tracker
+	mark    int // on the relay's connections to servers
+}
+
+func (hostRouter) InterfaceIPv4(name string) (netip.Addr, error) { return interfaceIPv4(name) }
+
+func (hostRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) { return nat.Open(cfg) }
+
+func (hostRouter) OriginalDst(c net.Conn) (netip.AddrPort, error) { return conntrack.OriginalDst(c) }
+
+func (r hostRouter) KernelHelper(client, dst netip.AddrPort) (string, error) {
+	return r.tracker.Helper(client, dst)
+}
+
+func (hostRouter) Watch(table string) (*events, error) {
+	rs, err := nat.WatchRuleset(0, table)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := nat.WatchLinks(0)
+	if err != nil {
+		rs.Close()
+		return nil, err
+	}
+	return &events{
+		ruleset: rs.C,
+		links:   ln.C,
+		err: func() error {
+			if err := rs.Err(); err != nil {
+				return err
+			}
+			return ln.Err()
+		},
+		close: func() { rs.Close(); ln.Close() },
+	}, nil
+}
+
+func (r hostRouter) Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error) {
+	dialer := net.Dialer{
+		KeepAlive: 30 * time.Second,
+		// The mark keeps relay_output from redirecting the relay's own
+		// connection back to the relay.
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, r.mark)
+			}); err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	// DialTCP with addresses, not DialContext with a string: the daemon
+	// never resolves a name, and leaving the resolver out keeps about
+	// 100 KiB of DNS code out of the router binary.
+	return dialer.DialTCP(ctx, "tcp4", netip.AddrPortFrom(local, 0), server)
+}
+
+// interfaceIPv4 returns the first IPv4 address of an interface.
+func interfaceIPv4(name string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
+}
