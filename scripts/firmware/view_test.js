@@ -24,6 +24,8 @@ function E(tag, attrs, children) {
 		attrs = {};
 	}
 	const el = { tag, attrs: attrs || {}, children: flat(children), disabled: !!(attrs && attrs.disabled) };
+	const classes = new Set();
+	el.classList = { add: (c) => classes.add(c), remove: (c) => classes.delete(c) };
 	return el;
 }
 function flat(c) {
@@ -105,13 +107,13 @@ function harness(replies, opts) {
 		const src = fs.readFileSync(path.join(root, file), 'utf8');
 		return new Function(...Object.keys(env), src)(...Object.values(env));
 	};
-	return { load, calls, modal: () => modal };
+	return { load, calls, replies, modal: () => modal };
 }
 
 // --- replies -------------------------------------------------------------------
 
 const daemon = {
-	version: '0.1.0-r1', enabled: true, lan: [ 'br-lan', 'br-guest' ], wan: 'wan', wan_addr: '203.0.113.1',
+	version: '0.1.0-r2', enabled: true, lan: [ 'br-lan', 'br-guest' ], wan: 'wan', wan_addr: '203.0.113.1',
 	relay_port: 1724, table: 'pptp_alg', fast_path: false, fast_path_off: 'LAN br-guest: no such device',
 	control_connections: 2, calls: 3, kernel_features: [ 'nftables' ],
 	kernel_pptp_helper: [ { where: 'inet fw4 chain helper_lan (prerouting priority 0)', sees_relayed_connections: false, fix: 'set auto_helper 0' } ]
@@ -151,10 +153,10 @@ async function renderView(replies, opts) {
 
 	// A running daemon, for a user who may write.
 	{
-		const { h, v, el } = await renderView(running, { writable: true, uciEnabled: '1' });
+		const { h, v, el } = await renderView(Object.assign({}, running), { writable: true, uciEnabled: '1' });
 		const t = text(el);
 		assert(!raw.test(t), 'raw words on the page: ' + t.match(raw));
-		for (const want of [ 'Running, version 0.1.0-r1', 'Active: PPTP from the LAN is translated', 'br-lan, br-guest',
+		for (const want of [ 'Running, version 0.1.0-r2', 'Active: PPTP from the LAN is translated', 'br-lan, br-guest',
 			'wan, address 203.0.113.1', '2 control connections, 3 calls', 'Off: LAN br-guest: no such device',
 			'Assigned in inet fw4 chain helper_lan', 'Calls 1 to 50 of 120', 'pptp-alg ready', 'Starts at boot', 'Yes' ])
 			assert(t.includes(want), 'page lacks "' + want + '"');
@@ -187,8 +189,16 @@ async function renderView(replies, opts) {
 		await p;
 		assert(h.calls.some((c) => c[0] == 'disable'), 'Pause sent disable');
 		assert(h.calls.filter((c) => c[0] == 'status').length > n, 'status refreshed after Pause');
-		await v.handleService('restart');
+		await v.buttons.restart.attrs.click();
 		assert(h.calls.some((c) => c[0] == 'service' && c[1] == 'restart'), 'Restart sent service restart');
+		assert(!v.buttons.restart.disabled, 'Restart enabled again while running');
+
+		// Stop: the service stops, and the buttons follow the new state.
+		h.replies.status = stopped.status;
+		await v.buttons.stop.attrs.click();
+		assert(h.calls.some((c) => c[0] == 'service' && c[1] == 'stop'), 'Stop sent service stop');
+		assert(v.buttons.stop.disabled && v.buttons.pause.disabled && !v.buttons.start.disabled, 'after Stop only Start is enabled');
+		assert(text(v.statusTable).includes('Stopped'), 'status says Stopped at once after Stop');
 
 		await v.handleDoctor();
 		const dt = text(v.doctorTable);

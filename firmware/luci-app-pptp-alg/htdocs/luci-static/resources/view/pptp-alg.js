@@ -194,8 +194,15 @@ return view.extend({
 	showStatus: function(reply) {
 		this.status = reply;
 		fillPairs(this.statusTable, statusRows(reply));
+		this.showButtons();
+	},
+
+	// showButtons enables the buttons that make sense now, none for a
+	// read-only user.
+	showButtons: function() {
+		const reply = this.status;
 		const running = !!(reply && reply.running);
-		const translating = running && reply.daemon && reply.daemon.enabled;
+		const translating = running && !!(reply.daemon && reply.daemon.enabled);
 		const writable = this.writable;
 		this.buttons.start.disabled = !writable || running;
 		this.buttons.stop.disabled = !writable || !running;
@@ -261,8 +268,18 @@ return view.extend({
 		this.pageInfo = E('span');
 		this.prev = E('button', { 'class': 'btn', 'click': ui.createHandlerFn(this, 'handlePage', -1) }, _('Previous'));
 		this.next = E('button', { 'class': 'btn', 'click': ui.createHandlerFn(this, 'handlePage', 1) }, _('Next'));
+		// Not ui.createHandlerFn: it enables the button again when done,
+		// whatever the new state says.
 		const button = L.bind(function(cls, label, handler, arg) {
-			return E('button', { 'class': 'btn ' + cls, 'click': ui.createHandlerFn(this, handler, arg) }, label);
+			const btn = E('button', { 'class': 'btn ' + cls, 'click': L.bind(function() {
+				btn.disabled = true;
+				btn.classList.add('spinning');
+				return Promise.resolve(this[handler](arg)).finally(L.bind(function() {
+					btn.classList.remove('spinning');
+					this.showButtons();
+				}, this));
+			}, this) }, label);
+			return btn;
 		}, this);
 		this.buttons = {
 			start: button('cbi-button-positive', _('Start'), 'handleService', 'start'),
