@@ -72,3 +72,33 @@ func TestLANComesAndGoes(t *testing.T) {
 		t.Fatalf("the daemon exited:\n%s", r.daemon.Output())
 	}
 }
+
+// TestGuestInputReject: a LAN zone that rejects input (a guest network)
+// still carries tunnels, because the package's input include accepts the
+// control connections redirected to the relay; without that rule they are
+// rejected.
+func TestGuestInputReject(t *testing.T) {
+	r := newRouter(t, 1, lab.FirewallFW4)
+	r.nft(t, "insert", "rule", "inet", "fw4", "input_lan", "reject", "comment", `"test: a guest zone with input REJECT"`)
+	r.startSimServer(t, "--early-gre")
+	lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "3", "--then", "clear")
+	if err != nil {
+		t.Fatalf("a tunnel from a LAN whose zone rejects input: %v\n%v", err, lines)
+	}
+	checkCalls(t, "a tunnel from a LAN whose zone rejects input", lines, 1)
+
+	// Without the include's rule the same tunnel is refused.
+	var handle string
+	for line := range strings.Lines(r.nft(t, "-a", "list", "chain", "inet", "fw4", "input")) {
+		if strings.Contains(line, "pptp-alg: PPTP control connections redirected to its relay") {
+			_, handle, _ = strings.Cut(strings.TrimSpace(line), "# handle ")
+		}
+	}
+	if handle == "" {
+		t.Fatalf("fw4's input chain lacks the include's rule:\n%s", r.nft(t, "list", "chain", "inet", "fw4", "input"))
+	}
+	r.nft(t, "delete", "rule", "inet", "fw4", "input", "handle", handle)
+	if lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear"); err == nil {
+		t.Errorf("without the include's rule the tunnel still worked: %v", lines)
+	}
+}
