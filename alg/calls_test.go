@@ -461,3 +461,26 @@ func BenchmarkCallSetupTeardown(b *testing.B) {
 		other.release(c, "bench")
 	}
 }
+
+// TestSessionOf: a call's server and NAT call ID name its session (what
+// `pptp-alg drop` closes), until the call is released.
+func TestSessionOf(t *testing.T) {
+	tab := NewTable(newFakePlane(), DefaultLimits, nil)
+	a, _ := tab.OpenSession(hostA, server)
+	b, _ := tab.OpenSession(hostB, server)
+	natA := dial(t, a, 1, 50)
+	natB := dial(t, b, 1, 51)
+	if s, c := tab.SessionOf(server, natB); s != b || c.Client != hostB || c.NATCallID != natB || c.ServerCallID != 51 {
+		t.Errorf("SessionOf(server, %d) = %p %+v; want B's session and call", natB, s, c)
+	}
+	if s, _ := tab.SessionOf(server2, natA); s != nil {
+		t.Errorf("SessionOf of another server = %p, want nil", s)
+	}
+	b.Close()
+	if s, _ := tab.SessionOf(server, natB); s != nil {
+		t.Errorf("SessionOf after B closed = %p, want nil", s)
+	}
+	if s, _ := tab.SessionOf(server, natA); s != a {
+		t.Errorf("SessionOf(A's call) = %p, want A's session", s)
+	}
+}
