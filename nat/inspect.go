@@ -24,6 +24,24 @@ type Ruleset struct {
 	// Forward lists the base chains at the forward hook. Forwarded GRE
 	// must pass every one of them.
 	Forward []ForwardChain
+	// Input lists the base chains at the input hook: the router's own
+	// PPTP, client or server, must pass every one of them.
+	Input []InputChain
+}
+
+// InputChain is a base chain at the input hook, and what the chains it
+// reaches accept explicitly (a rule naming GRE or tcp/1723; a blanket
+// accept of a zone does not count).
+type InputChain struct {
+	BaseChain
+	// AcceptsUntrackedGRE: GRE that pptp-alg translated for the router's
+	// own calls (the fw4 include).
+	AcceptsUntrackedGRE bool
+	// AcceptsGRE: GRE whatever its conntrack state, as an "Allow-GRE" rule
+	// does; a PPTP server on the router needs it.
+	AcceptsGRE bool
+	// AcceptsPPTP: tcp/1723, as an "Allow-PPTP" rule does.
+	AcceptsPPTP bool
 }
 
 // BaseChain is a chain attached to a netfilter hook.
@@ -162,16 +180,27 @@ func inspectTable(conn *nftables.Conn, t *nftables.Table, all []*nftables.Chain,
 	}
 
 	for _, b := range bases {
-		if b.Hook != "forward" {
-			continue
-		}
-		f := ForwardChain{BaseChain: b}
-		for c := range reach[b.Chain] {
-			if slices.ContainsFunc(rules[c], acceptsUntrackedGRE) {
-				f.AcceptsUntrackedGRE = true
+		switch b.Hook {
+		case "forward":
+			f := ForwardChain{BaseChain: b}
+			for c := range reach[b.Chain] {
+				if slices.ContainsFunc(rules[c], acceptsUntrackedGRE) {
+					f.AcceptsUntrackedGRE = true
+				}
 			}
+			rs.Forward = append(rs.Forward, f)
+		case "input":
+			in := InputChain{BaseChain: b}
+			for c := range reach[b.Chain] {
+				for _, r := range rules[c] {
+					gre, anyState := acceptsGRE(r)
+					in.AcceptsUntrackedGRE = in.AcceptsUntrackedGRE || gre
+					in.AcceptsGRE = in.AcceptsGRE || anyState
+					in.AcceptsPPTP = in.AcceptsPPTP || acceptsTCPPort(r, 1723)
+				}
+			}
+			rs.Input = append(rs.Input, in)
 		}
-		rs.Forward = append(rs.Forward, f)
 	}
 	return nil
 }
@@ -294,6 +323,13 @@ func xtCTHelper(info xt.InfoAny) string {
 // It follows which register holds the layer 4 protocol and which the ct
 // state; other matches in the rule (interfaces, addresses) are allowed.
 func acceptsUntrackedGRE(r *nftables.Rule) bool {
+	untracked, _ := acceptsGRE(r)
+	return untracked
+}
+
+// acceptsGRE reports whether r accepts GRE that is untracked, and whether
+// it accepts GRE in any conntrack state (it matches no ct state at all).
+func acceptsGRE(r *nftables.Rule) (untrackedGRE, anyGRE bool) {
 	const (
 		l4proto = iota + 1
 		ctState
@@ -340,7 +376,7 @@ func acceptsUntrackedGRE(r *nftables.Rule) bool {
 			switch held[e.Register] {
 			case l4proto:
 				if e.Op != expr.CmpOpEq || !bytes.Equal(e.Data, []byte{ipProtoGRE}) {
-					return false
+					return false, false
 				}
 				gre = true
 			case ctState:
@@ -363,5 +399,54 @@ func acceptsUntrackedGRE(r *nftables.Rule) bool {
 			accept = e.Kind == expr.VerdictAccept
 		}
 	}
-	return gre && accept && (!stateMatched || untracked)
+	return gre && accept && (!stateMatched || untracked), gre && accept && !stateMatched
+}
+
+// acceptsTCPPort reports whether r accepts TCP to port (tcp dport PORT
+// accept), whatever else it matches.
+func acceptsTCPPort(r *nftables.Rule, port uint16) bool {
+	const (
+		l4proto = iota + 1
+		dport
+	)
+	held := map[uint32]int{}
+	var tcp, toPort, accept bool
+	for _, e := range r.Exprs {
+		switch e := e.(type) {
+		case *expr.Meta:
+			switch {
+			case e.SourceRegister:
+			case e.Key == expr.MetaKeyL4PROTO:
+				held[e.Register] = l4proto
+			default:
+				delete(held, e.Register)
+			}
+		case *expr.Payload:
+			switch {
+			case e.OperationType != expr.PayloadLoad:
+			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == 9 && e.Len == 1:
+				held[e.DestRegister] = l4proto
+			case e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2:
+				held[e.DestRegister] = dport
+			default:
+				delete(held, e.DestRegister)
+			}
+		case *expr.Cmp:
+			switch held[e.Register] {
+			case l4proto:
+				if e.Op != expr.CmpOpEq || !bytes.Equal(e.Data, []byte{unix.IPPROTO_TCP}) {
+					return false
+				}
+				tcp = true
+			case dport:
+				if e.Op != expr.CmpOpEq || !bytes.Equal(e.Data, be16(port)) {
+					return false
+				}
+				toPort = true
+			}
+		case *expr.Verdict:
+			accept = e.Kind == expr.VerdictAccept
+		}
+	}
+	return tcp && toPort && accept
 }

@@ -28,9 +28,12 @@ table inet fw {
 	chain forward { type filter hook forward priority filter; policy drop; jump forward_pre; }
 	chain forward_pre { meta l4proto gre ct state untracked counter accept; }
 	chain unreached { ct helper set "pptp_h"; }
+	chain input { type filter hook input priority filter; policy drop; iifname "wan0" jump input_wan; }
+	chain input_wan { meta l4proto gre ct state untracked accept; tcp dport 1723 counter accept; meta l4proto gre counter accept; }
 }
 table ip other {
 	chain filter_forward { type filter hook forward priority 10; policy drop; ip protocol gre ct state established accept; }
+	chain filter_input { type filter hook input priority 10; policy drop; ip protocol gre ct state established accept; tcp dport 1724 accept; udp dport 1723 accept; }
 }
 table ip open {
 	chain filter_forward { type filter hook forward priority 20; policy accept; }
@@ -43,7 +46,7 @@ func TestInspectRuleset(t *testing.T) {
 	ns := newNetNS(t, "inspect")
 
 	empty, err := InspectRuleset(nftables.WithNetNSFd(ns.fd))
-	if err != nil || len(empty.PPTPHelper) != 0 || len(empty.Forward) != 0 {
+	if err != nil || len(empty.PPTPHelper) != 0 || len(empty.Forward) != 0 || len(empty.Input) != 0 {
 		t.Fatalf("empty ruleset: %+v, %v; want nothing", empty, err)
 	}
 
@@ -77,6 +80,11 @@ func TestInspectRuleset(t *testing.T) {
 			{BaseChain{Table: "ip open", Chain: "filter_forward", Hook: "forward", Priority: 20, Policy: "accept"}, false},
 			{BaseChain{Table: "ip other", Chain: "filter_forward", Hook: "forward", Priority: 10, Policy: "drop"}, false},
 		},
+		Input: []InputChain{
+			{BaseChain{Table: "inet fw", Chain: "input", Hook: "input", Priority: 0, Policy: "drop"}, true, true, true},
+			{BaseChain{Table: "ip other", Chain: "filter_input", Hook: "input", Priority: 10, Policy: "drop"}, false, false, false},
+			{BaseChain{Table: "ip pptp_alg", Chain: "relay_input", Hook: "input", Priority: -5, Policy: "accept"}, false, false, false},
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("InspectRuleset (-want +got):\n%s", diff)
@@ -95,6 +103,9 @@ func sortRuleset(rs *Ruleset) {
 		return strings.Compare(a.Table+" "+a.Chain, b.Table+" "+b.Chain)
 	})
 	slices.SortFunc(rs.Forward, func(a, b ForwardChain) int {
+		return strings.Compare(a.Table+" "+a.Chain, b.Table+" "+b.Chain)
+	})
+	slices.SortFunc(rs.Input, func(a, b InputChain) int {
 		return strings.Compare(a.Table+" "+a.Chain, b.Table+" "+b.Chain)
 	})
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +47,16 @@ daemon. It changes nothing. Run it as root on the router.
   daemon              pptp-alg run answers on its socket and is enabled
   GRE fast path       the running daemon forwards known calls' GRE from
                       the interfaces' ingress (nftables netdev and fwd;
-                      OpenWrt: kmod-nft-netdev), unless --fast-path=false`,
+                      OpenWrt: kmod-nft-netdev), unless --fast-path=false
+  router's own PPTP   when the daemon relays the router's own PPTP
+                      connections (--router-calls), every input chain
+                      accepts the untracked GRE of those calls (on
+                      OpenWrt, pptp-alg's fw4 input include does)
+  PPTP server         only when something on the router listens on
+                      tcp/1723 (pptpd) on an address other than the LAN's:
+                      the input chain accepts tcp/1723 and GRE, which its
+                      clients on the WAN need (pptp-alg leaves that PPTP
+                      alone; fw4 accepts it from the LAN by default)`,
 	exit: `
 0  every check passed
 1  a check failed
@@ -68,6 +79,9 @@ type system struct {
 	probe     func() []nat.Finding // the kernel's nftables features
 	conntrack func() error         // read the conntrack table
 	ipForward func() (bool, error)
+	// pptpListeners are the local addresses with a TCP socket listening
+	// on port 1723 (the unspecified address for all).
+	pptpListeners func() ([]netip.Addr, error)
 }
 
 func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
@@ -109,7 +123,38 @@ func hostSystem(socket string) system {
 			b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 			return strings.TrimSpace(string(b)) == "1", err
 		},
+		pptpListeners: func() ([]netip.Addr, error) {
+			b, err := os.ReadFile("/proc/net/tcp")
+			if err != nil {
+				return nil, err
+			}
+			return tcpListeners(string(b), 1723), nil
+		},
 	}
+}
+
+// tcpListeners returns the local addresses of the sockets listening on port
+// in the text of /proc/net/tcp, whose lines read "sl local_address
+// rem_address st ...", the address as the hex of the in-memory (network
+// order) value read as a host integer, st 0A for LISTEN.
+func tcpListeners(text string, port uint16) []netip.Addr {
+	var out []netip.Addr
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "0A" {
+			continue
+		}
+		addr, p, ok := strings.Cut(f[1], ":")
+		a, aerr := strconv.ParseUint(addr, 16, 32)
+		n, perr := strconv.ParseUint(p, 16, 16)
+		if !ok || aerr != nil || perr != nil || uint16(n) != port {
+			continue
+		}
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], uint32(a))
+		out = append(out, netip.AddrFrom4(b))
+	}
+	return out
 }
 
 // fixRoot is the fix for a permission error.
@@ -173,8 +218,103 @@ func diagnose(ctx context.Context, sys system) []check {
 		cs = append(cs, check{name: "daemon", ok: true, detail: fmt.Sprintf("running and enabled, LAN %s, WAN %s (%s), %s, %s",
 			strings.Join(st.LAN, ","), st.WAN, st.WANAddr, plural(st.ControlConnections, "control connection"), plural(st.Calls, "call"))})
 		cs = append(cs, fastPathCheck(st))
+		if st.RouterCalls {
+			cs = append(cs, routerCallsCheck(rs, rulesetErr))
+		}
+	}
+	if sys.pptpListeners != nil {
+		if c, ok := pptpServerCheck(sys.pptpListeners, rs, rulesetErr, st); ok {
+			cs = append(cs, c)
+		}
 	}
 	return cs
+}
+
+// dropInputs are the input chains that drop what they do not accept.
+func dropInputs(rs nat.Ruleset) []nat.InputChain {
+	var out []nat.InputChain
+	for _, in := range rs.Input {
+		if in.Policy == "drop" {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// routerCallsCheck: the router's own relayed calls' GRE is translated and
+// untracked, and must pass the input chains.
+func routerCallsCheck(rs nat.Ruleset, rulesetErr error) check {
+	c := check{name: "router's own PPTP"}
+	if rulesetErr != nil {
+		c.detail, c.fix = "not checked: the ruleset cannot be read", "see the nftables check"
+		return c
+	}
+	var bad, fixes []string
+	for _, in := range dropInputs(rs) {
+		if in.AcceptsUntrackedGRE {
+			continue
+		}
+		name := in.Table + " " + in.Chain
+		bad = append(bad, name)
+		if in.Table == "inet fw4" {
+			fixes = append(fixes, "install pptp-alg's fw4 include as "+fw4InputInclude+" and run fw4 reload")
+		} else {
+			fixes = append(fixes, "nft insert rule "+name+" meta l4proto gre ct state untracked accept")
+		}
+	}
+	if len(bad) > 0 {
+		c.detail = "relayed, but " + strings.Join(bad, ", ") + " does not accept their untracked GRE: the router's own PPTP client gets no GRE back"
+		c.fix = strings.Join(fixes, "; ")
+		return c
+	}
+	c.ok = true
+	c.detail = "relayed with the LAN's, so their call IDs never collide; the input chain accepts their GRE (no Allow-GRE rule needed)"
+	return c
+}
+
+// fw4InputInclude is pptp-alg's fw4 include for the input chain.
+const fw4InputInclude = "/usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft"
+
+// pptpServerCheck reports on a PPTP server on the router, if one listens
+// on an address its WAN clients can reach: every input chain must accept
+// tcp/1723 and GRE. ok is false when there is nothing to say.
+func pptpServerCheck(listeners func() ([]netip.Addr, error), rs nat.Ruleset, rulesetErr error, st controlapi.Status) (c check, ok bool) {
+	c = check{name: "PPTP server"}
+	addrs, err := listeners()
+	if err != nil || len(addrs) == 0 {
+		return c, false
+	}
+	var wan []string
+	for _, a := range addrs {
+		// Reachable from the WAN: every address, or the WAN's own (or any
+		// other when the WAN address is not known).
+		if a.IsUnspecified() || st.WANAddr == "" || a.String() == st.WANAddr {
+			wan = append(wan, a.String()+":1723")
+		}
+	}
+	if len(wan) == 0 {
+		c.ok, c.detail = true, "listens on tcp/1723 of LAN addresses only; pptp-alg does not relay connections to the router"
+		return c, true
+	}
+	where := "listens on " + strings.Join(wan, ", ")
+	if rulesetErr != nil {
+		c.detail, c.fix = where+"; not checked: the ruleset cannot be read", "see the nftables check"
+		return c, true
+	}
+	var bad []string
+	for _, in := range dropInputs(rs) {
+		if !in.AcceptsPPTP || !in.AcceptsGRE {
+			bad = append(bad, in.Table+" "+in.Chain)
+		}
+	}
+	if len(bad) > 0 {
+		c.detail = where + ", but " + strings.Join(bad, ", ") + " has no rule accepting tcp/1723 and GRE: clients on the WAN cannot connect " +
+			"(pptp-alg leaves this PPTP alone; clients on the LAN may)"
+		c.fix = "accept tcp/1723 and GRE from the WAN (fw4: two rules, src wan, proto tcp dest_port 1723 and proto gre, target ACCEPT)"
+		return c, true
+	}
+	c.ok, c.detail = true, where+"; the input chain accepts tcp/1723 and GRE; pptp-alg leaves this PPTP alone"
+	return c, true
 }
 
 // fastPathTurnedOff is Status.FastPathOff when --fast-path=false.

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/nat"
@@ -234,4 +239,96 @@ func findings(missing map[string]error) []nat.Finding {
 		}
 	}
 	return fs
+}
+
+// TestDiagnoseEndpoints: the checks of the router's own PPTP, client and
+// server, come after the others, and only when they have something to say.
+func TestDiagnoseEndpoints(t *testing.T) {
+	fw4Input := nat.InputChain{BaseChain: nat.BaseChain{Table: "inet fw4", Chain: "input", Hook: "input", Policy: "drop"}}
+	withInput := func(in nat.InputChain) func() (nat.Ruleset, error) {
+		return func() (nat.Ruleset, error) {
+			return nat.Ruleset{Forward: []nat.ForwardChain{fw4Forward}, Input: []nat.InputChain{in}}, nil
+		}
+	}
+	routerCalls := func(on bool) func(context.Context) (controlapi.Status, error) {
+		return func(context.Context) (controlapi.Status, error) {
+			st := enabledStatus()
+			st.RouterCalls = on
+			return st, nil
+		}
+	}
+	listeners := func(addrs ...string) func() ([]netip.Addr, error) {
+		return func() ([]netip.Addr, error) {
+			var out []netip.Addr
+			for _, a := range addrs {
+				out = append(out, netip.MustParseAddr(a))
+			}
+			return out, nil
+		}
+	}
+	included := fw4Input
+	included.AcceptsUntrackedGRE = true
+	allowed := included
+	allowed.AcceptsGRE, allowed.AcceptsPPTP = true, true
+	for _, tc := range []struct {
+		name   string
+		change func(*system)
+		want   []string // the lines after the GRE fast path's
+	}{
+		{"router calls not relayed, no server", func(s *system) {}, nil},
+		{"router calls relayed, the input include", func(s *system) {
+			s.daemon, s.ruleset = routerCalls(true), withInput(included)
+		}, []string{"ok    router's own PPTP: relayed with the LAN's, so their call IDs never collide; the input chain accepts their GRE (no Allow-GRE rule needed)"}},
+		{"router calls relayed, no input include", func(s *system) {
+			s.daemon, s.ruleset = routerCalls(true), withInput(fw4Input)
+		}, []string{
+			"FAIL  router's own PPTP: relayed, but inet fw4 input does not accept their untracked GRE: the router's own PPTP client gets no GRE back",
+			"      fix: install pptp-alg's fw4 include as /usr/share/nftables.d/chain-pre/input/30-pptp-alg.nft and run fw4 reload",
+		}},
+		{"pptpd on the LAN address only", func(s *system) {
+			s.ruleset, s.pptpListeners = withInput(included), listeners("192.168.1.1")
+		}, []string{"ok    PPTP server: listens on tcp/1723 of LAN addresses only; pptp-alg does not relay connections to the router"}},
+		{"pptpd on every address, no rules", func(s *system) {
+			s.ruleset, s.pptpListeners = withInput(included), listeners("0.0.0.0")
+		}, []string{
+			"FAIL  PPTP server: listens on 0.0.0.0:1723, but inet fw4 input has no rule accepting tcp/1723 and GRE: clients on the WAN cannot connect (pptp-alg leaves this PPTP alone; clients on the LAN may)",
+			"      fix: accept tcp/1723 and GRE from the WAN (fw4: two rules, src wan, proto tcp dest_port 1723 and proto gre, target ACCEPT)",
+		}},
+		{"pptpd on the WAN address, rules", func(s *system) {
+			s.ruleset, s.pptpListeners = withInput(allowed), listeners("203.0.113.1")
+		}, []string{"ok    PPTP server: listens on 203.0.113.1:1723; the input chain accepts tcp/1723 and GRE; pptp-alg leaves this PPTP alone"}},
+	} {
+		sys := healthy()
+		tc.change(&sys)
+		var b bytes.Buffer
+		printChecks(&b, diagnose(context.Background(), sys))
+		lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "GRE fast path:") })
+		if i < 0 {
+			t.Fatalf("%s: no fast path line in\n%s", tc.name, b.String())
+		}
+		got := lines[i+1 : len(lines)-1] // the last is the count
+		if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
+func TestTCPListeners(t *testing.T) {
+	// /proc/net/tcp of a little-endian host: pptpd on 0.0.0.0:1723 and on
+	// 192.168.1.1:1723, a connection from port 1723, sshd.
+	text := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:06BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0101A8C0:06BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
+   2: 0101A8C0:06BB 0B01A8C0:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   3: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 100 0 0 10 0
+`
+	got := tcpListeners(text, 1723)
+	want := []netip.Addr{netip.IPv4Unspecified(), netip.MustParseAddr("192.168.1.1")}
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 { // big-endian: the kernel prints the bytes in order
+		want[1] = netip.MustParseAddr("1.1.168.192")
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("tcpListeners (-want +got):\n%s", diff)
+	}
 }

@@ -20,6 +20,7 @@ func (d *daemon) status() controlapi.Status {
 		LAN:            d.cfg.lan,
 		WAN:            d.cfg.wan,
 		RelayPort:      int(d.cfg.relayPort),
+		RouterCalls:    d.cfg.routerCalls,
 		Table:          d.cfg.table,
 		KernelFeatures: d.features,
 	}
@@ -54,7 +55,7 @@ start-up, and whether a rule assigns the kernel's own PPTP helper, which
 conflicts with it ('pptp-alg doctor' gives the fix).
 
 --json prints one object with the fields version, enabled, lan, wan,
-wan_addr, relay_port, table, fast_path (and fast_path_off, why not),
+wan_addr, relay_port, router_calls, table, fast_path (and fast_path_off, why not),
 control_connections, calls, kernel_features
 and kernel_pptp_helper (a list of {where, sees_relayed_connections, fix}),
 and ruleset_error when the ruleset could not be read.`,

@@ -115,7 +115,7 @@ func TestStatusJSON(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"calls", "control_connections", "enabled", "fast_path", "fast_path_off", "kernel_features", "kernel_pptp_helper", "lan",
-		"relay_port", "table", "version", "wan", "wan_addr"}
+		"relay_port", "router_calls", "table", "version", "wan", "wan_addr"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("fields (-want +got):\n%s", diff)
 	}

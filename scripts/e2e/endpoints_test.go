@@ -99,7 +99,16 @@ type endpointCase struct {
 	// baseline is how many tunnels the router without pptp-alg carries
 	// (measured here and in the issue); pptp-alg must carry all of them.
 	baseline int
+	// doctor are lines `pptp-alg doctor` must print with pptp-alg.
+	doctor []string
 }
+
+// Doctor's lines about the router's own PPTP.
+const (
+	doctorRouterCalls = "ok    router's own PPTP: relayed with the LAN's"
+	doctorServerWAN   = "ok    PPTP server: listens on 203.0.113.1:1723; the input chain accepts tcp/1723 and GRE"
+	doctorServerLAN   = "ok    PPTP server: listens on tcp/1723 of LAN addresses only"
+)
 
 func endpointCases() []endpointCase {
 	server := func(ctx context.Context, r *router) error { return r.StartPPTPD(ctx) }
@@ -109,6 +118,7 @@ func endpointCases() []endpointCase {
 			servers:  server,
 			tunnels:  func(r *router) []tunnel { return []tunnel{{r.RouterHost(), r.ServerAddr}} },
 			baseline: 1,
+			doctor:   []string{doctorRouterCalls},
 		},
 		{
 			// Beyond the anchors: no Allow-GRE; pptp-alg's input include
@@ -117,6 +127,7 @@ func endpointCases() []endpointCase {
 			servers:  server,
 			tunnels:  func(r *router) []tunnel { return []tunnel{{r.RouterHost(), r.ServerAddr}} },
 			baseline: 0,
+			doctor:   []string{doctorRouterCalls},
 		},
 		{
 			name: "R1 and a LAN client to the same server", opt: lab.Options{Hosts: 1, WANInput: []fw4.Rule{allowGRE}},
@@ -131,12 +142,14 @@ func endpointCases() []endpointCase {
 			servers:  func(ctx context.Context, r *router) error { return r.StartPPTPDOn(ctx, r.Router, r.WANAddr) },
 			tunnels:  func(r *router) []tunnel { return []tunnel{{wanHost(r.Lab), r.WANAddr}} },
 			baseline: 1,
+			doctor:   []string{doctorServerWAN},
 		},
 		{
 			name: "R3 pptpd on the router from the LAN", opt: lab.Options{Hosts: 1},
 			servers:  func(ctx context.Context, r *router) error { return r.StartPPTPDOn(ctx, r.Router, r.LANAddr) },
 			tunnels:  func(r *router) []tunnel { return []tunnel{{r.Hosts[0], r.LANAddr}} },
 			baseline: 1,
+			doctor:   []string{doctorServerLAN},
 		},
 		{
 			name: "R4 port-forwarded LAN server", opt: lab.Options{Hosts: 2, Redirects: portForward(lanHostAddr(2))},
@@ -204,6 +217,14 @@ func TestEndpoints(t *testing.T) {
 				}
 				if withALG && up == len(tunnels) {
 					t.Logf("mapping table:\n%s", r.table(t))
+				}
+				if withALG && len(c.doctor) > 0 {
+					out, _ := r.cli(t, "doctor")
+					for _, want := range c.doctor {
+						if !strings.Contains(out, "\n"+want) && !strings.HasPrefix(out, want) {
+							t.Errorf("pptp-alg doctor lacks %q:\n%s", want, out)
+						}
+					}
 				}
 			})
 		}

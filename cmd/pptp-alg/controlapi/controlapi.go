@@ -44,7 +44,9 @@ type Status struct {
 	// WANAddr is the address calls leave from; "" while disabled.
 	WANAddr   string `json:"wan_addr"`
 	RelayPort int    `json:"relay_port"`
-	Table     string `json:"table"` // nftables table, family ip
+	// RouterCalls: the router's own PPTP connections are relayed too.
+	RouterCalls bool   `json:"router_calls"`
+	Table       string `json:"table"` // nftables table, family ip
 	// FastPath says whether known calls' GRE is forwarded from ingress
 	// (the netdev table of the same name); FastPathOff says why not.
 	FastPath           bool     `json:"fast_path"`
