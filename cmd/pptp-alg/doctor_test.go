@@ -78,7 +78,7 @@ func TestDiagnose(t *testing.T) {
 				return nat.Ruleset{PPTPHelper: []nat.HelperRule{fw4Helper}, Forward: []nat.ForwardChain{fw4Forward}}, nil
 			}
 		}, with(5,
-			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled, and those tunnels lose their GRE when pptp-alg starts",
+			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server",
 			"      fix: fw4 assigns it to zone lan: "+fixHelperFW4)},
 		{"two helper rules", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) {

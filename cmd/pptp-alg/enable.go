@@ -45,8 +45,10 @@ Turn translation back on after 'pptp-alg disable', without a restart: the
 daemon installs its nftables table again (the redirect of LAN tcp/1723 to
 its relay, and the GRE maps) and accepts control connections. Tunnels
 opened while it was disabled were carried by whatever the firewall does
-instead; their GRE is dropped from now on, and they must reconnect.
-Enabling an enabled daemon changes nothing.`,
+instead (the kernel's PPTP helper, if assigned); their GRE is none of
+pptp-alg's and goes on as before, unless a new relayed call takes one's
+call ID toward the same server. Enabling an enabled daemon changes
+nothing.`,
 	exit: `
 0  enabled, or already enabled
 1  the daemon cannot be reached, or could not enable (the reason is printed)
@@ -61,7 +63,8 @@ Stop translating PPTP without stopping the daemon: it closes every relayed
 control connection, releasing their calls, and deletes its nftables table,
 so no rule of its own is left. New control connections are no longer
 redirected: PPTP falls back to whatever the firewall does (with fw4 and no
-kernel helper, that means no tunnel works). 'pptp-alg enable' brings
+kernel helper, that means no LAN tunnel works; the router's own PPTP
+client then needs an Allow-GRE rule). 'pptp-alg enable' brings
 everything back. The daemon keeps running and answering status. Disabling
 a disabled daemon changes nothing. A restart starts it enabled.`,
 	exit: `

@@ -52,7 +52,7 @@ func helperEffect(h nat.HelperRule) string {
 		return "it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail"
 	}
 	return "it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is " +
-		"stopped or disabled, and those tunnels lose their GRE when pptp-alg starts"
+		"stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server"
 }
 
 func helperUses(rs nat.Ruleset) []controlapi.HelperUse {
