@@ -382,3 +382,55 @@ func errOrUp(err error) error {
 	}
 	return err
 }
+
+// TestEndpointsCallIDCollisionRouterSide turns the collision round: the
+// LAN's real pptp-linux calls first, and the router's side, the simulator,
+// takes the LAN call's ID. Relayed (the default), both carry data. With
+// --router-calls=false the router's call goes direct and collides with the
+// LAN call's NAT call ID: its GRE goes to the LAN client. That is the
+// failure the relaying prevents, and shows this test can fail.
+func TestEndpointsCallIDCollisionRouterSide(t *testing.T) {
+	for _, relayed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("router calls relayed %v", relayed), func(t *testing.T) {
+			r := newRouterWith(t, lab.Options{Hosts: 1, Firewall: lab.FirewallFW4, WANInput: []fw4.Rule{allowGRE}}, true,
+				fmt.Sprintf("--router-calls=%v", relayed))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := r.StartPPTPD(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lan, err := r.StartPPTPClient(r.Hosts[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lan.Close()
+			if _, err := lan.WaitUp(ctx); err != nil {
+				t.Fatalf("LAN tunnel: %v", err)
+			}
+			ms := r.mappings(t)
+			if len(ms) != 1 || ms[0].NATCallID != ms[0].ClientCallID {
+				t.Fatalf("want the LAN call alone, keeping its own call ID: %+v", ms)
+			}
+			id := ms[0].ClientCallID
+			own := r.holdSim(t, r.RouterHost(), "--call-ids", fmt.Sprint(id), "--pings", "5", "--wait", "1s")
+			t.Logf("the router's call takes the LAN call's ID %d:\n%s", id, r.table(t))
+			sent, echoed := own.pingRound(t)
+			ectx, ecancel := context.WithTimeout(ctx, 5*time.Second)
+			n, lanErr := lan.Echo(ectx, endpointFrames)
+			ecancel()
+			t.Logf("router's call: %d of %d pings came back; LAN tunnel: %d of %d frames (%v)", echoed, sent, n, endpointFrames, lanErr)
+			if relayed {
+				if sent != 5 || echoed != sent {
+					t.Errorf("relayed, the router's call got %d of %d pings back", echoed, sent)
+				}
+				if lanErr != nil || n != endpointFrames {
+					t.Errorf("LAN tunnel: %d of %d frames came back: %v", n, endpointFrames, lanErr)
+				}
+			} else if echoed != 0 {
+				// The LAN tunnel may suffer too: it receives the
+				// router's echoes.
+				t.Errorf("not relayed, the router's call got %d of %d pings back through a colliding NAT call ID; want none", echoed, sent)
+			}
+		})
+	}
+}
