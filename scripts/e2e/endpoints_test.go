@@ -370,9 +370,16 @@ func TestEndpointsForgedGRE(t *testing.T) {
 			results[withALG] = got
 		})
 	}
+	// Where it lands is the same: the port forward takes what was sent to
+	// the WAN address (a raw socket may drop a few of a burst), nothing
+	// reaches the router's stack or another host.
 	base, alg := results[false], results[true]
-	if alg.nas != base.nas || alg.router != base.router {
-		t.Errorf("forged GRE lands differently: without pptp-alg %+v, with it %+v", base, alg)
+	for _, got := range []landed{base, alg} {
+		if got.nas < perTarget*9/10 || got.nas > perTarget || got.router != 0 {
+			t.Errorf("forged GRE lands differently: without pptp-alg %+v, with it %+v; want the %d sent to the WAN address at the port-forwarded server, and no more",
+				base, alg, perTarget)
+			break
+		}
 	}
 }
 
