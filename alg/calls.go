@@ -55,6 +55,13 @@ type call struct {
 	clearAt    time.Time // set by a Call-Clear-Request; released then if no Call-Disconnect-Notify came
 	lastActive time.Time
 	lastSeen   Traffic
+	// A call's additions to the data plane run without the table's lock,
+	// so that calls set up at the same moment share the kernel's batches.
+	// Meanwhile adding or establishing is set; a release then leaves that
+	// half, and the NAT call ID or outbound key that names it, for the
+	// adding goroutine to take back, so that nothing new can take the key
+	// before its element is gone.
+	adding, establishing, released bool
 }
 
 type natKey struct {
@@ -154,7 +161,7 @@ func (s *Session) Close() {
 func (s *Session) startCall(clientID uint16) (*call, error) {
 	t := s.t
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.mu.Unlock() // unlocked around AddInbound
 	if s.closed {
 		return nil, errors.New("session closed")
 	}
@@ -176,10 +183,6 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 	if !ok {
 		return nil, ErrNoCallIDs
 	}
-	if err := t.dp.AddInbound(s.Server, natID, s.Client, clientID); err != nil {
-		t.freeIDLocked(s.Server, natID)
-		return nil, err
-	}
 	now := t.now()
 	c := &call{
 		CallInfo: CallInfo{
@@ -188,10 +191,29 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 		},
 		session:    s,
 		lastActive: now,
+		adding:     true,
 	}
 	t.calls[natKey{s.Server, natID}] = c
 	t.clientCalls[s.Client]++
 	s.calls = append(s.calls, c)
+	t.mu.Unlock()
+	err := t.dp.AddInbound(s.Server, natID, s.Client, clientID)
+	t.mu.Lock()
+	c.adding = false
+	switch {
+	case c.released:
+		// Released meanwhile (the session closed): take the half back.
+		t.deleteInboundLocked(c)
+		t.freeIDLocked(c.Server, c.NATCallID)
+		if err == nil {
+			err = errors.New("call released while it was set up")
+		}
+		return nil, err
+	case err != nil:
+		t.deleteInboundLocked(c) // a reinstall meanwhile may have added it
+		t.releaseLocked(c, "")
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -201,8 +223,8 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 func (s *Session) establish(c *call, serverID uint16) error {
 	t := s.t
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if s.closed || c.Established || t.calls[natKey{c.Server, c.NATCallID}] != c {
+	defer t.mu.Unlock() // unlocked around AddOutbound
+	if s.closed || c.Established || c.released {
 		return nil
 	}
 	key := outboundKey{s.Client, s.Server, serverID}
@@ -211,13 +233,26 @@ func (s *Session) establish(c *call, serverID uint16) error {
 		// share it, and releasing one would cut the other's GRE.
 		return fmt.Errorf("server call ID %d is already in use by this client's call %d", serverID, other.ClientCallID)
 	}
-	if err := t.dp.AddOutbound(s.Client, s.Server, serverID); err != nil {
-		return err
-	}
 	c.ServerCallID = serverID
 	c.Established = true
-	c.lastActive = t.now()
+	c.establishing = true
 	t.outbound[key] = c
+	t.mu.Unlock()
+	err := t.dp.AddOutbound(s.Client, s.Server, serverID)
+	t.mu.Lock()
+	c.establishing = false
+	switch {
+	case c.released:
+		t.deleteOutboundLocked(c)
+		delete(t.outbound, key)
+		return nil
+	case err != nil:
+		t.deleteOutboundLocked(c) // a reinstall meanwhile may have added it
+		delete(t.outbound, key)
+		c.ServerCallID, c.Established = 0, false
+		return err
+	}
+	c.lastActive = t.now()
 	return nil
 }
 
@@ -273,22 +308,24 @@ func (s *Session) takeOffer(serverID uint16) bool {
 	return false
 }
 
+// releaseLocked takes the call out of the table and its halves out of the
+// data plane, and logs why; an empty why logs nothing (a call that never
+// got going).
 func (t *Table) releaseLocked(c *call, why string) {
 	k := natKey{c.Server, c.NATCallID}
 	if t.calls[k] != c {
 		return
 	}
 	delete(t.calls, k)
-	if err := t.dp.DeleteInbound(c.Server, c.NATCallID); err != nil {
-		t.log.Warn("delete inbound GRE mapping", "server", c.Server, "nat_call_id", c.NATCallID, "err", err)
+	c.released = true
+	if !c.adding {
+		t.deleteInboundLocked(c)
+		t.freeIDLocked(c.Server, c.NATCallID)
 	}
-	if c.Established {
+	if c.Established && !c.establishing {
 		delete(t.outbound, outboundKey{c.Client, c.Server, c.ServerCallID})
-		if err := t.dp.DeleteOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
-			t.log.Warn("delete outbound GRE mapping", "client", c.Client, "server", c.Server, "server_call_id", c.ServerCallID, "err", err)
-		}
+		t.deleteOutboundLocked(c)
 	}
-	t.freeIDLocked(c.Server, c.NATCallID)
 	if t.clientCalls[c.Client]--; t.clientCalls[c.Client] <= 0 {
 		delete(t.clientCalls, c.Client)
 	}
@@ -299,8 +336,22 @@ func (t *Table) releaseLocked(c *call, why string) {
 			break
 		}
 	}
-	t.log.Info("call released", "client", c.Client, "client_call_id", c.ClientCallID,
-		"server", c.Server, "server_call_id", c.ServerCallID, "nat_call_id", c.NATCallID, "reason", why)
+	if why != "" {
+		t.log.Info("call released", "client", c.Client, "client_call_id", c.ClientCallID,
+			"server", c.Server, "server_call_id", c.ServerCallID, "nat_call_id", c.NATCallID, "reason", why)
+	}
+}
+
+func (t *Table) deleteInboundLocked(c *call) {
+	if err := t.dp.DeleteInbound(c.Server, c.NATCallID); err != nil {
+		t.log.Warn("delete inbound GRE mapping", "server", c.Server, "nat_call_id", c.NATCallID, "err", err)
+	}
+}
+
+func (t *Table) deleteOutboundLocked(c *call) {
+	if err := t.dp.DeleteOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
+		t.log.Warn("delete outbound GRE mapping", "client", c.Client, "server", c.Server, "server_call_id", c.ServerCallID, "err", err)
+	}
 }
 
 func (t *Table) freeIDLocked(server netip.Addr, id uint16) {

@@ -13,10 +13,11 @@ import (
 
 // fakePlane is an in-memory DataPlane.
 type fakePlane struct {
-	mu   sync.Mutex
-	in   map[natKey]netip.AddrPort // server/NAT ID -> client/client ID
-	out  map[string]bool
-	fail error
+	mu    sync.Mutex
+	in    map[natKey]netip.AddrPort // server/NAT ID -> client/client ID
+	out   map[string]bool
+	fail  error
+	delay time.Duration // each addition's round trip, without the lock
 }
 
 func newFakePlane() *fakePlane {
@@ -28,6 +29,7 @@ func outKey(client, server netip.Addr, serverID uint16) string {
 }
 
 func (f *fakePlane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
+	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
@@ -45,6 +47,7 @@ func (f *fakePlane) DeleteInbound(server netip.Addr, natID uint16) error {
 }
 
 func (f *fakePlane) AddOutbound(client, server netip.Addr, serverID uint16) error {
+	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -209,4 +210,65 @@ func (f *fakePlane) setFail(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fail = err
+}
+
+// TestConcurrentSetupAndRelease sets calls up on many connections at once
+// against a plane whose additions take a while (they run without the
+// table's lock), while expiries and closing connections release calls in
+// the middle of their set-up. Once every connection closed, the plane must
+// hold nothing. Run it with -race.
+func TestConcurrentSetupAndRelease(t *testing.T) {
+	dp := newFakePlane()
+	dp.delay = 50 * time.Microsecond
+	tab := NewTable(dp, Limits{ConnsPerClient: 100, CallsPerClient: 1000, Calls: 10000}, nil)
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Go(func() { // the idle check, releasing every call it sees
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tab.Expire(time.Nanosecond, func(CallInfo) Traffic { return Traffic{} })
+			time.Sleep(100 * time.Microsecond)
+		}
+	})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			client := netip.AddrFrom4([4]byte{192, 168, 77, byte(10 + w%4)})
+			for round := range 8 {
+				s, err := tab.OpenSession(client, server)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				done := make(chan struct{})
+				go func() { // the server's side of the same connection
+					defer close(done)
+					for i := range 20 {
+						m := ocrp(uint16(w*1000+round*100+i+1), uint16(i+1), OutgoingCallResultConnected)
+						s.fromServer(m)
+					}
+				}()
+				for i := range 20 {
+					s.fromClient(ocrq(uint16(i + 1)))
+				}
+				if round%2 == 0 {
+					s.Close() // while the server's replies still come
+					<-done
+				} else {
+					<-done
+					s.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+	if in, out := dp.sizes(); in != 0 || out != 0 || tab.Len() != 0 {
+		t.Errorf("after every connection closed: %d inbound, %d outbound, %d calls; want none", in, out, tab.Len())
+	}
 }
