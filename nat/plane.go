@@ -95,7 +95,8 @@ func ipv4(a netip.Addr) (netip.Addr, error) {
 // Plane is the installed table. It is safe for concurrent use: one mutex
 // orders every batch and dump on its sockets.
 //
-// Each Add and Delete is one netlink batch. Errors from the kernel keep their
+// Each Delete is one netlink batch; Adds made at the same moment share one
+// (group.go), each still answered alone. Errors from the kernel keep their
 // errno, so errors.Is(err, unix.ENOENT) after an Add means the table is gone
 // (for example after `nft flush ruleset`; see Installed and Reinstall).
 //
@@ -108,6 +109,7 @@ func ipv4(a netip.Addr) (netip.Addr, error) {
 // dumps, and keeps it too.
 type Plane struct {
 	mu   sync.Mutex
+	adds additions             // waiting for a batch (group.go)
 	opts []nftables.ConnOption // to open the socket again after a fault
 	conn *nftConn
 	cfg  Config
@@ -320,25 +322,16 @@ func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.
 	if err != nil {
 		return err
 	}
-	el := nftables.SetElement{Key: inKey(s, natID)}
 	if add {
 		c, err := ipv4(client)
 		if err != nil {
 			return err
 		}
-		el.Val = inValue(c, clientID)
+		return p.add(&addition{inbound: true, server: s, natID: natID, client: c, clientID: clientID})
 	}
+	el := nftables.SetElement{Key: inKey(s, natID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if add {
-		if err := p.element(true, p.obj.greIn, el, nil, nil); err != nil {
-			return err
-		}
-		if in, oif := p.fastInElements(s, natID, client.Unmap(), clientID); in != nil {
-			p.deferFast(p.fast.obj.greIn, *in, oif)
-		}
-		return nil
-	}
 	return p.element(false, p.obj.greIn, el, p.fast.obj.greIn, p.fastDeletion(p.fast.obj.greIn, el.Key))
 }
 
@@ -380,28 +373,14 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	if err != nil {
 		return err
 	}
+	if add {
+		return p.add(&addition{server: s, client: c, serverID: serverID})
+	}
 	el := nftables.SetElement{Key: outKey(c, s, serverID)}
 	call := nftables.SetElement{Key: inKey(s, serverID)}
-	ck := [6]byte(call.Key[:6])
+	ck := callKey(s, serverID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if add {
-		// gre_calls first, in the same batch: no moment in which another
-		// LAN host could pass for the call's client.
-		if p.calls[ck] == 0 {
-			if err := p.queue(true, p.obj.greCalls, call); err != nil {
-				return err
-			}
-		}
-		if err := p.element(true, p.obj.greOut, el, nil, nil); err != nil {
-			return err
-		}
-		p.calls[ck]++
-		if out := p.fastOutElement(c, s, serverID); out != nil {
-			p.deferFast(p.fast.obj.greOut, *out, nil)
-		}
-		return nil
-	}
 	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fastDeletion(p.fast.obj.greOut, el.Key))
 	if n := p.calls[ck]; n > 0 && (err == nil || errors.Is(err, unix.ENOENT)) {
 		if n > 1 {

@@ -1,0 +1,88 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// TestAdditionsShareBatches adds calls from many goroutines at once: each
+// gets its own answer, every element is in, and the calls took fewer
+// batches than additions.
+func TestAdditionsShareBatches(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "group")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	const workers, calls = 32, 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			client := netip.AddrFrom4([4]byte{10, 200, 1, byte(2 + w)})
+			for i := range calls {
+				id := uint16(w*calls + i + 1)
+				if err := p.AddInbound(serverIP, id, client, id); err != nil {
+					t.Errorf("AddInbound %d: %v", id, err)
+				}
+				if err := p.AddOutbound(client, serverIP, id); err != nil {
+					t.Errorf("AddOutbound %d: %v", id, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	v := viewTable(t, ns, DefaultTable)
+	if len(v.Sets["gre_in"]) != workers*calls || len(v.Sets["gre_out"]) != workers*calls {
+		t.Errorf("gre_in holds %d, gre_out %d; want %d each", len(v.Sets["gre_in"]), len(v.Sets["gre_out"]), workers*calls)
+	}
+	p.adds.mu.Lock()
+	batches := p.adds.batches
+	p.adds.mu.Unlock()
+	t.Logf("%d additions in %d batches", 2*workers*calls, batches)
+	if batches >= 2*workers*calls {
+		t.Errorf("%d additions took %d batches; want them shared", 2*workers*calls, batches)
+	}
+}
+
+// TestRefusedAdditionAlone: one addition the kernel refuses (a different
+// client under a NAT call ID already mapped) fails alone; the others in
+// its batch go in.
+func TestRefusedAdditionAlone(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "groupno")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if err := p.AddInbound(serverIP, 5, lanHostIP, 7); err != nil {
+		t.Fatal(err)
+	}
+	in := func(natID uint16, client netip.Addr, clientID uint16) *addition {
+		return &addition{inbound: true, server: serverIP, natID: natID, client: client, clientID: clientID}
+	}
+	other := netip.MustParseAddr("10.200.1.9")
+	batch := []*addition{in(6, lanHostIP, 8), in(5, other, 7), in(9, lanHostIP, 10)}
+	p.sendAdditions(batch)
+	if batch[0].err != nil || batch[2].err != nil {
+		t.Errorf("good additions: %v, %v; want nil", batch[0].err, batch[2].err)
+	}
+	if !errors.Is(batch[1].err, unix.EEXIST) {
+		t.Errorf("addition under a mapped key with another value: %v; want EEXIST", batch[1].err)
+	}
+	v := viewTable(t, ns, DefaultTable)
+	if len(v.Sets["gre_in"]) != 3 {
+		t.Errorf("gre_in = %v; want 5, 6 and 9", v.Sets["gre_in"])
+	}
+}
