@@ -106,10 +106,10 @@ var ErrNotTried = errors.New("not tried")
 // It changes nothing: each feature is tried in a batch that adds a table
 // using it and ends with a message the kernel must refuse, so the kernel
 // checks everything and commits nothing (no table appears, no event is
-// sent). All of it takes at most replyTimeout; a kernel that has the
-// features answers at once.
+// sent). Each feature's answer is awaited for at most replyTimeout; a
+// kernel that has the features answers at once, unless it loads their
+// modules first.
 func Probe(netns int) []Finding {
-	deadline := time.Now().Add(replyTimeout)
 	fs := make([]Finding, len(Features))
 	failed := map[string]bool{}
 	for i, f := range Features {
@@ -117,7 +117,7 @@ func Probe(netns int) []Finding {
 		if failed[f.requires] {
 			fs[i].Err = fmt.Errorf("%w: needs %s", ErrNotTried, f.requires)
 		} else {
-			fs[i].Err = probeFeature(netns, f, deadline)
+			fs[i].Err = probeFeature(netns, f)
 		}
 		failed[f.Name] = fs[i].Err != nil
 	}
@@ -135,7 +135,7 @@ func Missing(fs []Finding) (Finding, bool) {
 	return Finding{}, false
 }
 
-func probeFeature(netns int, f Feature, deadline time.Time) error {
+func probeFeature(netns int, f Feature) error {
 	family := nftables.TableFamilyIPv4
 	if f.FastPath {
 		family = nftables.TableFamilyNetdev
@@ -164,12 +164,20 @@ func probeFeature(netns int, f Feature, deadline time.Time) error {
 		}
 		msgs = append(msgs, r)
 	}
+	// The table is dormant: its base chains are checked but hook nothing,
+	// which spares the kernel registering and, at the abort, unregistering
+	// them. google/nftables sends no table flags.
+	add, err := dormantTable(t)
+	if err != nil {
+		return err
+	}
+	msgs[0] = add
 	// The table again, exclusively: the kernel must refuse it (EEXIST), and
 	// with it the whole batch.
-	refused := msgs[0]
+	refused := add
 	refused.Header.Flags |= netlink.Excl
 	msgs = append(msgs, refused)
-	return sendRefusedBatch(netns, msgs, deadline)
+	return sendRefusedBatch(netns, msgs, time.Now().Add(replyTimeout))
 }
 
 // sendRefusedBatch sends msgs, whose last the kernel must refuse with
@@ -232,4 +240,22 @@ func sendRefusedBatch(netns int, msgs []netlink.Message, deadline time.Time) err
 			}
 		}
 	}
+}
+
+// dormantTable is "add table" of t with flags dormant.
+func dormantTable(t *nftables.Table) (netlink.Message, error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: []byte(t.Name + "\x00")},
+		{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, unix.NFT_TABLE_F_DORMANT)},
+	})
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	return netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
+		},
+		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}, nil
 }

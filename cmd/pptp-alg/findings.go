@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -116,6 +117,9 @@ func lacks(f nat.Finding) string {
 	}
 	if denied(f.Err) {
 		return "cannot ask the kernel for " + name + " (" + f.Err.Error() + ")"
+	}
+	if errors.Is(f.Err, os.ErrDeadlineExceeded) {
+		return "the kernel did not say whether it has " + name + " (" + f.Err.Error() + ")"
 	}
 	return "the kernel lacks " + name + " (" + f.Err.Error() + ")"
 }
