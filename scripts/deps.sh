@@ -3,11 +3,13 @@
 # nftables and conntrack tools, qemu-user for the cross-architecture unit
 # tests, shellcheck, gettext (xgettext, for the LuCI translation template),
 # strace (the bench counts the idle daemon's sockets with
-# it), and the Go modules. Safe to run again.
+# it), qemu-system-arm, cpio and kmod (scripts/armvm boots an ARM kernel),
+# and the Go modules. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace gettext)
+packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace gettext
+	qemu-system-arm cpio kmod)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: static checks, unit tests, fuzz targets for a short
 # budget, the unit tests of alg/, nat/ and conntrack/ as linux/arm and
-# big-endian linux/mips under qemu-user, and the end-to-end suite in
-# network namespaces (root). Run scripts/deps.sh first on a fresh machine.
+# big-endian linux/mips under qemu-user, the end-to-end suite in network
+# namespaces (root), and the kernel tests and the daemon on a real 32-bit
+# ARM kernel under qemu-system-arm (scripts/armvm). Run scripts/deps.sh
+# first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -13,16 +15,26 @@ trap 'rm -rf "$log"' EXIT
 failed=0
 passed=0
 
+skipped=0
+
+# step runs one step; exit status 77 means it could not run here (it
+# printed why) and counts as skipped.
 step() {
-	local name=$1
+	local name=$1 rc=0
 	shift
 	printf '== %s\n' "$name"
-	if "$@"; then
-		passed=$((passed + 1))
-	else
+	"$@" || rc=$?
+	case $rc in
+	0) passed=$((passed + 1)) ;;
+	77)
+		printf -- '-- %s skipped\n' "$name"
+		skipped=$((skipped + 1))
+		;;
+	*)
 		printf '!! %s failed\n' "$name"
 		failed=$((failed + 1))
-	fi
+		;;
+	esac
 }
 
 gofmt_clean() {
@@ -55,13 +67,18 @@ cross() {
 
 step "go vet" go vet ./...
 step "gofmt" gofmt_clean
-step "shellcheck" shellcheck scripts/*.sh .ci/run
+step "shellcheck" shellcheck scripts/*.sh scripts/armvm/*.sh .ci/run
 step "firmware: shellcheck, node --check, JSON" scripts/firmware/lint.sh
 step "go test (unit, root and end-to-end)" go test -p 2 -count=1 -timeout 20m ./...
 step "fuzz targets, $fuzztime each" fuzz_all
 step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7
 step "unit tests on linux/mips, big-endian (qemu)" cross mips qemu-mips-static GOMIPS=softfloat
+step "kernel tests and the daemon on a real ARM kernel (qemu-system-arm)" scripts/armvm/run.sh
 
 echo
-echo "steps: $passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+	echo "steps: $passed passed, $failed failed, $skipped skipped"
+else
+	echo "steps: $passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]
