@@ -56,7 +56,7 @@ Dir::Etc::PreferencesParts "$apt_dir/prefs.d";
 APT::Architecture "armhf";
 APT::Architectures { "armhf"; };
 APT::Sandbox::User "root";
-Acquire::Retries "3";
+Acquire::Retries "1";
 Debug::NoLocking "true";
 EOF
 # The main archive is enough: the security suite's armhf index has failed
@@ -69,10 +69,11 @@ flock 9
 
 lists=$(find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 | head -1)
 if [ -z "$lists" ]; then
+	have_index() { find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 | grep -q .; }
+	# apt-get update exits 0 when an index failed: the index itself counts.
 	for try in 1 2 3; do
-		if apt-get -qq update >"$run/apt.log" 2>&1; then
-			break
-		fi
+		apt-get -qq update >"$run/apt.log" 2>&1 || true
+		have_index && break
 		[ "$try" -lt 3 ] && sleep $((try * 5))
 	done
 	if ! find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' | grep -q .; then
