@@ -104,8 +104,16 @@ func (a fastLinks) equal(b fastLinks) bool {
 		a.wanAddr == b.wanAddr && a.routes == b.routes
 }
 
-// fastState is the Plane's view of its fast path.
-type fastState struct {
+// fastPath is the netdev table as the Plane keeps it: its objects, what it
+// was built for, which elements it holds, and the adder that puts new
+// calls' elements in. It shares the Plane's mutex, mu: a call's elements in
+// both tables change together. Methods that say so are called with mu held.
+type fastPath struct {
+	mu    *sync.Mutex // the Plane's
+	cfg   Config
+	netns int                   // an fd; 0 for our own
+	opts  []nftables.ConnOption // for the adder's socket
+
 	obj    fastObjects
 	on     bool      // installed and in use
 	err    error     // why not, if not
@@ -117,21 +125,27 @@ type fastState struct {
 	// Additions wait in pending for the adder, so that a call's set-up
 	// waits for the ip table's batch only; until they are in, its GRE takes
 	// the ip table. One entry per set and key: a deletion takes its key
-	// out. The adder sends them on a socket of its own, without p.mu;
+	// out. The adder sends them on a socket of its own, without mu;
 	// meanwhile they are in flight, and a deletion of one waits (idle).
 	pending, inflight map[fastKey]pendingAdd
 	// present holds what the fast path's sets hold, so that a deletion
 	// asks for no element that is not there: a batch the kernel refuses
-	// costs it 15 to 30 ms here, with p.mu held.
+	// costs it 15 to 30 ms here, with mu held.
 	present  map[fastKey]struct{}
-	idle     *sync.Cond    // on p.mu: inflight went empty
+	idle     *sync.Cond    // on mu: inflight went empty
 	adder    *nftConn      // the adder's own
 	flushing sync.Mutex    // one flushPending at a time (tests call it too)
 	wake     chan struct{} // to the adder, when pending grows
 	done     chan struct{} // closed by Close, once
 	stop     sync.Once
 	stopped  chan struct{} // closed by the adder as it returns
-	rebuilt  bool          // installFast ran while a batch was in flight
+	rebuilt  bool          // install ran while a batch was in flight
+}
+
+// newFastPath is the fast path of cfg, not installed. mu is the Plane's;
+// netns and opts are its socket's.
+func newFastPath(cfg Config, mu *sync.Mutex, netns int, opts []nftables.ConnOption) *fastPath {
+	return &fastPath{mu: mu, cfg: cfg, netns: netns, opts: opts, obj: newFastObjects(cfg)}
 }
 
 // fastKey names an element of gre_in or gre_out: the set's batch ID, then
@@ -155,51 +169,49 @@ type pendingAdd struct {
 	oif *nftables.SetElement // with a gre_in element: its client's lan_oif entry
 }
 
-// deferFast queues el's addition to s for the adder. p.mu is held.
-func (p *Plane) deferFast(s *nftables.Set, el nftables.SetElement, oif *nftables.SetElement) {
-	p.fast.pending[keyOf(s, el.Key)] = pendingAdd{s, el, oif}
+// deferAdd queues el's addition to s for the adder. mu is held.
+func (f *fastPath) deferAdd(s *nftables.Set, el nftables.SetElement, oif *nftables.SetElement) {
+	f.pending[keyOf(s, el.Key)] = pendingAdd{s, el, oif}
 	select {
-	case p.fast.wake <- struct{}{}:
+	case f.wake <- struct{}{}:
 	default:
 	}
 }
 
-// fastDeletion is what a deletion of key from the ip table's counterpart
-// of s must delete from the fast path: nothing if the fast path is off, if
-// the addition is still pending (it is dropped) or if it never had the
-// element; else the element, once no addition of it is in flight. p.mu is
-// held.
-func (p *Plane) fastDeletion(s *nftables.Set, key []byte) *nftables.SetElement {
-	if !p.fast.on {
+// deletion is what a deletion of key from the ip table's counterpart of s
+// must delete from the fast path: nothing if the fast path is off, if the
+// addition is still pending (it is dropped) or if it never had the element;
+// else the element, once no addition of it is in flight. mu is held.
+func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
+	if !f.on {
 		return nil
 	}
 	k := keyOf(s, key)
-	if _, ok := p.fast.pending[k]; ok {
-		delete(p.fast.pending, k)
+	if _, ok := f.pending[k]; ok {
+		delete(f.pending, k)
 		return nil
 	}
 	for {
-		if _, ok := p.fast.inflight[k]; !ok {
+		if _, ok := f.inflight[k]; !ok {
 			break
 		}
-		p.fast.idle.Wait()
+		f.idle.Wait()
 	}
-	if _, ok := p.fast.present[k]; !ok {
+	if _, ok := f.present[k]; !ok {
 		return nil // never added: the call's route did not suit the fast path
 	}
-	delete(p.fast.present, k)
+	delete(f.present, k)
 	return &nftables.SetElement{Key: key}
 }
 
 // startAdder starts the goroutine that adds pending elements, as many
 // calls' as are waiting in one batch.
-func (p *Plane) startAdder() error {
-	f := &p.fast
-	c, err := dialNFT(p.opts)
+func (f *fastPath) startAdder() error {
+	c, err := dialNFT(f.opts)
 	if err != nil {
 		return err
 	}
-	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(&p.mu), map[fastKey]pendingAdd{}, map[fastKey]struct{}{}
+	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(f.mu), map[fastKey]pendingAdd{}, map[fastKey]struct{}{}
 	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.stopped)
@@ -209,15 +221,18 @@ func (p *Plane) startAdder() error {
 				return
 			case <-f.wake:
 			}
-			p.flushPending()
+			f.flushPending()
 		}
 	}()
 	return nil
 }
 
-// stopAdder stops the adder and closes its socket. p.mu is not held.
-func (p *Plane) stopAdder() {
-	f := &p.fast
+// stopAdder stops the adder, if started, and closes its socket. mu is not
+// held.
+func (f *fastPath) stopAdder() {
+	if f.adder == nil {
+		return
+	}
 	f.stop.Do(func() {
 		close(f.done)
 		<-f.stopped
@@ -228,20 +243,18 @@ func (p *Plane) stopAdder() {
 // flushPending sends every pending addition, in batches of at most
 // maxAddBatch calls' elements, on the adder's socket. A failure marks the
 // fast path for rebuilding: those calls' GRE takes the ip table meanwhile.
-func (p *Plane) flushPending() {
-	f := &p.fast
+func (f *fastPath) flushPending() {
 	f.flushing.Lock()
 	defer f.flushing.Unlock()
-	for p.flushSome() {
+	for f.flushSome() {
 	}
 }
 
 // flushSome sends one batch and reports whether more are pending.
-func (p *Plane) flushSome() (more bool) {
-	f := &p.fast
-	p.mu.Lock()
+func (f *fastPath) flushSome() (more bool) {
+	f.mu.Lock()
 	if len(f.pending) == 0 {
-		p.mu.Unlock()
+		f.mu.Unlock()
 		return false
 	}
 	batch := make(map[fastKey]pendingAdd, min(len(f.pending), maxAddBatch))
@@ -253,7 +266,7 @@ func (p *Plane) flushSome() (more bool) {
 		delete(f.pending, k)
 	}
 	f.inflight = batch
-	p.mu.Unlock()
+	f.mu.Unlock()
 
 	// One message per set.
 	bySet := map[*nftables.Set][]nftables.SetElement{}
@@ -276,14 +289,14 @@ func (p *Plane) flushSome() (more bool) {
 	}
 	if err != nil && !fromKernel(err) {
 		// Replies may be left unread: a new socket, as settle does.
-		if c, nerr := dialNFT(p.opts); nerr == nil {
+		if c, nerr := dialNFT(f.opts); nerr == nil {
 			_ = f.adder.CloseLasting()
 			f.adder = c
 		}
 	}
 
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err != nil {
 		f.dirty = true
 	} else if !f.rebuilt {
@@ -298,14 +311,14 @@ func (p *Plane) flushSome() (more bool) {
 
 // readLinks reads what the fast path depends on, now. It needs no lock:
 // the interface names never change.
-func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
+func (f *fastPath) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 	var l fastLinks
 	var err error
-	if l.wan, err = lookupLink(p.dump.netns, p.cfg.WAN); err != nil {
-		return l, fmt.Errorf("WAN %s: %w", p.cfg.WAN, err)
+	if l.wan, err = lookupLink(f.netns, f.cfg.WAN); err != nil {
+		return l, fmt.Errorf("WAN %s: %w", f.cfg.WAN, err)
 	}
-	for _, n := range p.cfg.LAN {
-		ln, err := lookupLink(p.dump.netns, n)
+	for _, n := range f.cfg.LAN {
+		ln, err := lookupLink(f.netns, n)
 		if errors.Is(err, unix.ENODEV) {
 			continue // absent for now
 		}
@@ -319,34 +332,35 @@ func (p *Plane) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 		return l, errNoLAN
 	}
 	l.wanAddr = wanAddr
-	if l.routes, err = routesDigest(p.dump.netns); err != nil {
+	if l.routes, err = routesDigest(f.netns); err != nil {
 		return l, fmt.Errorf("routes: %w", err)
 	}
 	return l, nil
 }
 
-// installFast replaces the netdev table with an empty fast path built for
-// what readLinks sees now. On failure the fast path is off and its table
-// deleted: one built for older links would forward by them. p.mu is held.
-func (p *Plane) installFast() error {
-	f, o := &p.fast, p.fast.obj
+// install replaces the netdev table with an empty fast path built for what
+// readLinks sees now, outbound GRE leaving from wanAddr. On failure the fast
+// path is off and its table deleted: one built for older links would
+// forward by them. mu is held.
+func (f *fastPath) install(wanAddr netip.Addr) error {
+	o := f.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
 	// For the table being replaced: the caller adds its calls again. An
 	// addition in flight lands in the old table, or fails on the new one.
 	clear(f.pending)
 	clear(f.present)
 	f.rebuilt = f.inflight != nil
-	links, err := p.readLinks(p.cfg.WANAddr)
+	links, err := f.readLinks(wanAddr)
 	f.links = links
 	var msgs []netlink.Message
 	if err == nil {
 		msgs, err = o.installBatch(links)
 	}
 	if err == nil {
-		err = sendBatch(p.dump.netns, msgs)
+		err = sendBatch(f.netns, msgs)
 	}
 	if err != nil {
-		_ = p.deleteFast()
+		_ = f.deleteTable()
 		f.err = err
 		return err
 	}
@@ -407,16 +421,16 @@ func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 	return msgs, nil
 }
 
-// deleteFast deletes the netdev table; one that is gone is not an error.
-func (p *Plane) deleteFast() error {
+// deleteTable deletes the netdev table; one that is gone is not an error.
+func (f *fastPath) deleteTable() error {
 	msgs, err := recordBatch(func(c *nftables.Conn) error {
-		c.DelTable(p.fast.obj.table)
+		c.DelTable(f.obj.table)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if err := sendBatch(p.dump.netns, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := sendBatch(f.netns, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil
@@ -500,26 +514,26 @@ func (o fastObjects) outboundExprs(wanAddr netip.Addr, wan link) []expr.Any {
 
 // routeTo returns the route to dst, asking the kernel once per address
 // until the fast path is next built. No route is remembered too, as the
-// zero route, which suits neither side. p.mu is held.
-func (p *Plane) routeTo(dst netip.Addr) route {
-	r, ok := p.fast.routes[dst]
+// zero route, which suits neither side. mu is held.
+func (f *fastPath) routeTo(dst netip.Addr) route {
+	r, ok := f.routes[dst]
 	if !ok {
-		r, _ = lookupRoute(p.dump.netns, dst)
-		p.fast.routes[dst] = r
+		r, _ = lookupRoute(f.netns, dst)
+		f.routes[dst] = r
 	}
 	return r
 }
 
-// fastInElements are the fast path's gre_in element for a call and the
-// lan_oif element of its client, or nil if the fast path is off or the
-// client is not on a LAN's own network (the fast path sends to the client
-// itself, not through a gateway). p.mu is held.
-func (p *Plane) fastInElements(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) (in, oif *nftables.SetElement) {
-	if !p.fast.on {
+// inElements are the fast path's gre_in element for a call and the lan_oif
+// element of its client, or nil if the fast path is off or the client is
+// not on a LAN's own network (the fast path sends to the client itself, not
+// through a gateway). mu is held.
+func (f *fastPath) inElements(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) (in, oif *nftables.SetElement) {
+	if !f.on {
 		return nil, nil
 	}
-	r := p.routeTo(client)
-	if r.Via != client || !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == r.OIF }) {
+	r := f.routeTo(client)
+	if r.Via != client || !slices.ContainsFunc(f.links.lan, func(l link) bool { return l.Index == r.OIF }) {
 		return nil, nil
 	}
 	c := client.As4()
@@ -527,21 +541,21 @@ func (p *Plane) fastInElements(server netip.Addr, natID uint16, client netip.Add
 		&nftables.SetElement{Key: c[:], Val: binary.NativeEndian.AppendUint32(nil, uint32(r.OIF))} // iface_index is host order
 }
 
-// fastOutElement is the fast path's gre_out element for a call, or nil if
-// the fast path is off, the server is not reached through the WAN, or the
+// outElement is the fast path's gre_out element for a call, or nil if the
+// fast path is off, the server is not reached through the WAN, or the
 // client is not reached through a LAN. The router's own calls stay off it
 // (a local address has no unicast route): their GRE never enters a LAN
 // ingress, and a LAN host forging the router's address must meet the
-// routing's martian-source check, which fwd would skip. p.mu is held.
-func (p *Plane) fastOutElement(client, server netip.Addr, serverID uint16) *nftables.SetElement {
-	if !p.fast.on || !p.fast.links.wanAddr.IsValid() {
+// routing's martian-source check, which fwd would skip. mu is held.
+func (f *fastPath) outElement(client, server netip.Addr, serverID uint16) *nftables.SetElement {
+	if !f.on || !f.links.wanAddr.IsValid() {
 		return nil
 	}
-	if c := p.routeTo(client); !slices.ContainsFunc(p.fast.links.lan, func(l link) bool { return l.Index == c.OIF }) {
+	if c := f.routeTo(client); !slices.ContainsFunc(f.links.lan, func(l link) bool { return l.Index == c.OIF }) {
 		return nil
 	}
-	r := p.routeTo(server)
-	if r.OIF == 0 || r.OIF != p.fast.links.wan.Index {
+	r := f.routeTo(server)
+	if r.OIF == 0 || r.OIF != f.links.wan.Index {
 		return nil
 	}
 	via := r.Via.As4()
@@ -559,23 +573,24 @@ func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
 	if !p.cfg.FastPath {
 		return false, nil
 	}
+	f := p.fast
 	p.mu.Lock()
-	if p.fast.refill {
-		p.fast.refill = false
+	if f.refill {
+		f.refill = false
 		p.mu.Unlock()
 		return true, nil
 	}
 	wanAddr := p.cfg.WANAddr
 	p.mu.Unlock()
 	// Read without the lock: calls are set up meanwhile.
-	links, err := p.readLinks(wanAddr)
+	links, err := f.readLinks(wanAddr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil && !p.fast.on && p.fast.err != nil && p.fast.err.Error() == err.Error() {
+	if err != nil && !f.on && f.err != nil && f.err.Error() == err.Error() {
 		return false, nil // failed the same way already
 	}
-	if err == nil && links.equal(p.fast.links) && !p.fast.dirty {
-		if !p.fast.on {
+	if err == nil && links.equal(f.links) && !f.dirty {
+		if !f.on {
 			return false, nil // failed for these links already
 		}
 		_, lerr := p.conn.ListTableOfFamily(p.cfg.Table, nftables.TableFamilyNetdev)
@@ -585,8 +600,8 @@ func (p *Plane) CheckFastPath() (rebuilt bool, err error) {
 			return false, fmt.Errorf("nat: list table netdev %s: %w", p.cfg.Table, lerr)
 		}
 	}
-	err = p.installFast()
-	p.fast.refill = false
+	err = f.install(p.cfg.WANAddr)
+	f.refill = false
 	if err != nil {
 		return false, fmt.Errorf("nat: fast path: %w", err)
 	}

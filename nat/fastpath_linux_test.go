@@ -89,7 +89,7 @@ func (l *fastLab) addCall(t *testing.T) {
 }
 
 // addPendingNow does the adder's work now.
-func addPendingNow(p *Plane) { p.flushPending() }
+func addPendingNow(p *Plane) { p.fast.flushPending() }
 
 // deleteCall deletes the lab's call both ways.
 func (l *fastLab) deleteCall(t *testing.T) {

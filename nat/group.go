@@ -51,14 +51,14 @@ func callKey(server netip.Addr, serverID uint16) [6]byte {
 // added does what follows an addition that went in. p.mu is held.
 func (p *Plane) added(a *addition) {
 	if a.inbound {
-		if in, oif := p.fastInElements(a.server, a.natID, a.client, a.clientID); in != nil {
-			p.deferFast(p.fast.obj.greIn, *in, oif)
+		if in, oif := p.fast.inElements(a.server, a.natID, a.client, a.clientID); in != nil {
+			p.fast.deferAdd(p.fast.obj.greIn, *in, oif)
 		}
 		return
 	}
 	p.calls[callKey(a.server, a.serverID)]++
-	if out := p.fastOutElement(a.client, a.server, a.serverID); out != nil {
-		p.deferFast(p.fast.obj.greOut, *out, nil)
+	if out := p.fast.outElement(a.client, a.server, a.serverID); out != nil {
+		p.fast.deferAdd(p.fast.obj.greOut, *out, nil)
 	}
 }
 

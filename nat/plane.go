@@ -114,8 +114,8 @@ type Plane struct {
 	conn *nftConn
 	cfg  Config
 	obj  objects
-	dump dumper // for Counters, and the fast path's netns
-	fast fastState
+	dump dumper // for Counters
+	fast *fastPath
 	// calls counts the gre_out elements behind each gre_calls element
 	// (server . server call ID): two clients' calls may share them.
 	calls map[[6]byte]int
@@ -140,14 +140,14 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
 	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS}}
-	p.fast.obj = newFastObjects(cfg)
+	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, opts)
 	if err := p.install(); err != nil {
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
 	p.fast.refill = false // nothing to add yet
 	if cfg.FastPath {
-		if err := p.startAdder(); err != nil {
+		if err := p.fast.startAdder(); err != nil {
 			_ = p.Close()
 			return nil, fmt.Errorf("nat: open: %w", err)
 		}
@@ -167,7 +167,7 @@ func (p *Plane) install() error {
 		return err
 	}
 	if p.cfg.FastPath {
-		_ = p.installFast()
+		_ = p.fast.install(p.cfg.WANAddr)
 	}
 	return nil
 }
@@ -203,14 +203,12 @@ func fromKernel(err error) bool {
 // Close deletes the table and closes the socket. A table that is already
 // gone is not an error. The Plane must not be used after Close.
 func (p *Plane) Close() error {
-	if p.cfg.FastPath && p.fast.adder != nil {
-		p.stopAdder() // it may be waiting for p.mu
-	}
+	p.fast.stopAdder() // it may be waiting for p.mu
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var ferr error
 	if p.cfg.FastPath {
-		ferr = p.deleteFast() // delete table netdev pptp_alg
+		ferr = p.fast.deleteTable() // delete table netdev pptp_alg
 	}
 	p.conn.DelTable(p.obj.table) // delete table ip pptp_alg
 	err := p.conn.Flush()        // the socket closes next: no need to settle
@@ -281,7 +279,7 @@ func (p *Plane) SetWANAddr(a netip.Addr) error {
 	if p.cfg.FastPath {
 		// Now, not at the next check: the old rule would source-NAT to
 		// the old address. Empty until the caller's calls are added again.
-		_ = p.installFast()
+		_ = p.fast.install(a)
 	}
 	return nil
 }
@@ -332,7 +330,7 @@ func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.
 	el := nftables.SetElement{Key: inKey(s, natID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.element(false, p.obj.greIn, el, p.fast.obj.greIn, p.fastDeletion(p.fast.obj.greIn, el.Key))
+	return p.element(false, p.obj.greIn, el, p.fast.obj.greIn, p.fast.deletion(p.fast.obj.greIn, el.Key))
 }
 
 // AddOutbound lets client send GRE to server carrying serverID:
@@ -381,7 +379,7 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	ck := callKey(s, serverID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fastDeletion(p.fast.obj.greOut, el.Key))
+	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fast.deletion(p.fast.obj.greOut, el.Key))
 	if n := p.calls[ck]; n > 0 && (err == nil || errors.Is(err, unix.ENOENT)) {
 		if n > 1 {
 			p.calls[ck] = n - 1
