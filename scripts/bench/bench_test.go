@@ -152,10 +152,10 @@ func TestSocketsOpened(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"AF_NETLINK", "AF_INET", "AF_UNIX"}; !slices.Equal(got, want) {
-		t.Errorf("families %v, want %v", got, want)
+	if want := []string{"NETLINK_NETFILTER", "AF_INET", "AF_UNIX"}; !slices.Equal(got, want) {
+		t.Errorf("kinds %v, want %v", got, want)
 	}
-	if s := socketsText(map[string]int{"AF_NETLINK": 2, "AF_INET": 1}); s != "3 (AF_INET 1, AF_NETLINK 2)" {
+	if s := socketsText(map[string]int{"NETLINK_ROUTE": 2, "AF_INET": 1}); s != "3 (AF_INET 1, NETLINK_ROUTE 2)" {
 		t.Errorf("socketsText = %q", s)
 	}
 }

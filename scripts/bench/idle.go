@@ -22,7 +22,7 @@ type idleResult struct {
 	calls   int
 	window  time.Duration
 	runs    uint64         // times its threads were put on a CPU
-	sockets map[string]int // sockets opened, by family
+	sockets map[string]int // sockets opened, by kind (netlink protocol or family)
 	cpu     time.Duration  // user and system time
 }
 
@@ -146,8 +146,8 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	}
 	res.cpu = st1.CPU - st0.CPU
 	res.sockets = map[string]int{}
-	for _, family := range sock1[len(sock0):] {
-		res.sockets[family]++
+	for _, kind := range sock1[len(sock0):] {
+		res.sockets[kind]++
 	}
 	return res, nil
 }
@@ -192,8 +192,9 @@ func taskRuns(pid int) (map[int]uint64, error) {
 	return runs, nil
 }
 
-// socketsOpened lists the family of every socket the daemon has opened so
-// far, in order, from strace's record: lines such as
+// socketsOpened lists the kind of every socket the daemon has opened so
+// far, in order, from strace's record: its netlink protocol for a netlink
+// socket, else its family. Lines such as
 //
 //	1234  socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_NETFILTER) = 7
 //	1234  socketpair(AF_UNIX, SOCK_STREAM, 0, [8, 9]) = 0
@@ -208,16 +209,21 @@ func (r *rig) socketsOpened() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var families []string
+	var kinds []string
 	for line := range strings.SplitSeq(string(b), "\n") {
 		for _, call := range []string{"socket(", "socketpair("} {
 			i := strings.Index(line, call)
 			if i < 0 || (i > 0 && line[i-1] != ' ') {
 				continue
 			}
-			family, _, _ := strings.Cut(line[i+len(call):], ",")
-			families = append(families, strings.TrimSpace(family))
+			args := strings.Split(line[i+len(call):], ",")
+			kind := strings.TrimSpace(args[0])
+			if kind == "AF_NETLINK" && len(args) > 2 {
+				kind, _, _ = strings.Cut(strings.TrimSpace(args[2]), ")")
+				kind = strings.TrimSpace(kind)
+			}
+			kinds = append(kinds, kind)
 		}
 	}
-	return families, nil
+	return kinds, nil
 }

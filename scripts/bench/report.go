@@ -481,7 +481,7 @@ func (r *results) printIdle(w io.Writer) {
 	fmt.Fprintf(w, "## Idle cost, pptp-alg\n\n")
 	fmt.Fprintf(w, "The daemon of a lab of its own (fw4 + pptp-alg), left alone for %v after %v to settle: first with no calls, then with %s calls "+
 		"held (250 a connection, no traffic). Wakeups are the times its threads were put on a CPU, summed over "+
-		"/proc/PID/task/*/schedstat; sockets are those it opened, as strace records them (the daemon runs under "+
+		"/proc/PID/task/*/schedstat; sockets are those it opened, by netlink protocol or family, as strace records them (the daemon runs under "+
 		"`strace -f --seccomp-bpf -e trace=socket,socketpair`, which stops it only at those calls); CPU is user and system "+
 		"time from /proc/PID/stat (10 ms ticks), as a share of one core.\n\n",
 		r.opt.idle, min(idleSettle, r.opt.idle), thousands(float64(r.opt.idleCalls)))
@@ -494,7 +494,7 @@ func (r *results) printIdle(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
-// socketsText is "0", or "146 (AF_NETLINK 140, AF_INET 6)".
+// socketsText is "0", or "146 (AF_INET 6, NETLINK_ROUTE 140)".
 func socketsText(m map[string]int) string {
 	n := 0
 	var parts []string
