@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -708,7 +707,7 @@ func TestGoldenCalls(t *testing.T) {
 				nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nest(1,
 					value(unix.NFTA_SET_ELEM_KEY, raw("c0a8010a cb007102 1234 0000")),
 				)),
-			)}, batchEnd},
+			)}, batchEnd, batchBegin, gDeleteCall, batchEnd},
 		},
 		{
 			name: "SetWANAddr",
@@ -953,37 +952,40 @@ func TestGoldenBuilder(t *testing.T) {
 	}
 }
 
-// TestGoldenSharedServerCallID: two clients' calls with the same server and
-// server call ID share one gre_calls element, which goes with the last.
-func TestGoldenSharedServerCallID(t *testing.T) {
+// TestGoldenCallMark: AddOutbound adds the call's gre_calls element in its
+// own batch, every time (adding calls again repairs a flushed set), and
+// DeleteOutbound deletes it in a batch of its own after gre_out's.
+func TestGoldenCallMark(t *testing.T) {
 	server := netip.MustParseAddr("203.0.113.2")
-	a, b := netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("192.168.1.11")
+	client := netip.MustParseAddr("192.168.1.10")
 	p, r := openGolden(t)
 	r.take()
-	steps := []struct {
-		name     string
-		call     func() error
-		withCall *wantMsg // the gre_calls message of the step, if any
-	}{
-		{"add a", func() error { return p.AddOutbound(a, server, 0x1234) }, &gAddCall},
-		{"add b", func() error { return p.AddOutbound(b, server, 0x1234) }, nil},
-		{"delete a", func() error { return p.DeleteOutbound(a, server, 0x1234) }, nil},
-		{"delete b", func() error { return p.DeleteOutbound(b, server, 0x1234) }, &gDeleteCall},
+	gOut := func(typ netlink.HeaderType, nft string) wantMsg {
+		return wantMsg{nft, typ, fCreate, ip(
+			str(unix.NFTA_SET_ELEM_LIST_SET, "gre_out"),
+			u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 3),
+			str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),
+			nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nest(1,
+				value(unix.NFTA_SET_ELEM_KEY, raw("c0a8010a cb007102 1234 0000")),
+			)),
+		)}
 	}
-	for _, s := range steps {
+	add := []wantMsg{batchBegin, gAddCall, gOut(msgNewSetElem, "add element ip pptp_alg gre_out { 192.168.1.10 . 203.0.113.2 . 4660 }"), batchEnd}
+	for _, s := range []struct {
+		name string
+		call func() error
+		want []wantMsg
+	}{
+		{"add", func() error { return p.AddOutbound(client, server, 0x1234) }, add},
+		{"add again", func() error { return p.AddOutbound(client, server, 0x1234) }, add},
+		{"delete", func() error { return p.DeleteOutbound(client, server, 0x1234) }, []wantMsg{
+			batchBegin, gOut(msgDelSetElem, "delete element ip pptp_alg gre_out { 192.168.1.10 . 203.0.113.2 . 4660 }"), batchEnd,
+			batchBegin, gDeleteCall, batchEnd,
+		}},
+	} {
 		if err := s.call(); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		var calls []netlink.Message
-		for _, m := range r.take() {
-			if bytes.Contains(m.Data, []byte("gre_calls\x00")) {
-				calls = append(calls, m)
-			}
-		}
-		var want []wantMsg
-		if s.withCall != nil {
-			want = append(want, *s.withCall)
-		}
-		t.Run(s.name, func(t *testing.T) { checkMessages(t, calls, want) })
+		t.Run(s.name, func(t *testing.T) { checkMessages(t, r.take(), s.want) })
 	}
 }

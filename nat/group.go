@@ -33,19 +33,12 @@ func (p *Plane) queueAddition(a *addition) error {
 		return p.queue(true, p.obj.greIn, nftables.SetElement{Key: inKey(a.server, a.natID), Val: inValue(a.client, a.clientID)})
 	}
 	// gre_calls first, in the same batch: no moment in which another LAN
-	// host could pass for the call's client.
-	if p.calls[callKey(a.server, a.serverID)] == 0 {
-		if err := p.queue(true, p.obj.greCalls, nftables.SetElement{Key: inKey(a.server, a.serverID)}); err != nil {
-			return err
-		}
+	// host could pass for the call's client. Adding it again (when the
+	// caller adds its calls again) changes nothing.
+	if err := p.queue(true, p.obj.greCalls, nftables.SetElement{Key: inKey(a.server, a.serverID)}); err != nil {
+		return err
 	}
 	return p.queue(true, p.obj.greOut, nftables.SetElement{Key: outKey(a.client, a.server, a.serverID)})
-}
-
-// callKey is the key of gre_calls, and of Plane.calls: server . server call ID.
-func callKey(server netip.Addr, serverID uint16) [6]byte {
-	a := server.As4()
-	return [6]byte{a[0], a[1], a[2], a[3], byte(serverID >> 8), byte(serverID)}
 }
 
 // added does what follows an addition that went in. p.mu is held.
@@ -56,7 +49,6 @@ func (p *Plane) added(a *addition) {
 		}
 		return
 	}
-	p.calls[callKey(a.server, a.serverID)]++
 	if out := p.fast.outElement(a.client, a.server, a.serverID); out != nil {
 		p.fast.deferAdd(p.fast.obj.greOut, *out, nil)
 	}

@@ -116,9 +116,6 @@ type Plane struct {
 	obj  objects
 	dump dumper // for Counters
 	fast *fastPath
-	// calls counts the gre_out elements behind each gre_calls element
-	// (server . server call ID): two clients' calls may share them.
-	calls map[[6]byte]int
 }
 
 // Open deletes any table of the same name left by an earlier run, then
@@ -159,7 +156,6 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 // path that fails is left off (FastPath says why); the ip table does not
 // need it.
 func (p *Plane) install() error {
-	p.calls = map[[6]byte]int{} // the caller adds its calls again
 	if err := p.obj.queueInstall(p.conn.Conn, p.cfg); err != nil {
 		return err
 	}
@@ -375,23 +371,20 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 		return p.add(&addition{server: s, client: c, serverID: serverID})
 	}
 	el := nftables.SetElement{Key: outKey(c, s, serverID)}
+	// The call's gre_calls element. Two calls share one only if the server
+	// gave both the same call ID, which it cannot tell apart itself; the
+	// first one's end then takes it.
 	call := nftables.SetElement{Key: inKey(s, serverID)}
-	ck := callKey(s, serverID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fast.deletion(p.fast.obj.greOut, el.Key))
-	if n := p.calls[ck]; n > 0 && (err == nil || errors.Is(err, unix.ENOENT)) {
-		if n > 1 {
-			p.calls[ck] = n - 1
-			return err
-		}
-		delete(p.calls, ck)
-		// Its own batch: a gre_out element already gone must not keep it.
-		if cerr := p.queue(false, p.obj.greCalls, call); cerr == nil {
-			if cerr = p.settle(p.conn.Flush()); cerr != nil && !errors.Is(cerr, unix.ENOENT) && err == nil {
-				err = cerr
-			}
-		}
+	// A batch of its own: one that is already gone (a flushed set) must
+	// not keep gre_out's element, nor gre_out's keep this one.
+	if qerr := p.queue(false, p.obj.greCalls, call); qerr != nil {
+		return errors.Join(err, qerr)
+	}
+	if cerr := p.settle(p.conn.Flush()); cerr != nil && !errors.Is(cerr, unix.ENOENT) && err == nil {
+		err = cerr
 	}
 	return err
 }

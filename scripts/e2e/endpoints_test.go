@@ -297,6 +297,12 @@ func TestEndpointsCallIDCollision(t *testing.T) {
 			t.Errorf("LAN client: %v", d)
 		}
 	}
+	own.Close()
+	r.waitEmpty(t, "both hung up")
+	// The calls' marks in gre_calls went with them.
+	if out := r.nft(t, "list", "set", "ip", "pptp_alg", "gre_calls"); strings.Contains(out, "elements") {
+		t.Errorf("gre_calls keeps elements after every call ended:\n%s", out)
+	}
 }
 
 // TestEndpointsForgedGRE sends GRE with unknown keys from the WAN to the
