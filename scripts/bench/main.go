@@ -91,7 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o := options{boost: true}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	smoke := fs.Bool("smoke", false, "tiny counts and short windows, no Go benchmarks: checks the command works (seconds, not minutes)")
+	smoke := fs.Bool("smoke", false, "tiny counts and short windows, no Go benchmarks, unless a flag says otherwise: checks the command works (seconds, not minutes)")
 	fs.DurationVar(&o.duration, "duration", 250*time.Millisecond, "length of one GRE sending window; each round sends one through every setup compared")
 	fs.IntVar(&o.reps, "reps", 60, "rounds of each GRE comparison: every round sends one window through each setup compared, "+
 		"in an order that rotates, after one warm-up window each; call set-up latency is taken in as many shares")
@@ -112,9 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.connectConns, "connect-conns", 40, "connect section: control connections timed per setup, idle and with -connect-flows")
 	fs.IntVar(&o.connectRounds, "connect-rounds", 4, "connect section: rounds in which the idle and the loaded condition take turns")
 	fs.IntVar(&o.connectFlows, "connect-flows", 30000, "connect section: unrelated UDP flows made through each router for the loaded condition")
-	concurrent := fs.String("concurrent", "100/2", "concurrent section: `CONNS/CALLS`, control connections setting up that many calls each at the same time")
+	concurrent := fs.String("concurrent", "100/2", "concurrent section: `CONNS/CALLS`: that many control connections, each setting up that many calls, all at the same time")
 	fs.IntVar(&o.concurrentRounds, "concurrent-rounds", 5, "concurrent section: rounds, the setups taking turns")
-	fs.IntVar(&o.flushes, "flushes", 20, "flush section: `nft flush ruleset` runs during steady control traffic")
+	fs.IntVar(&o.flushes, "flushes", 20, "flush section: `times` the router runs nft flush ruleset during steady control traffic")
 	fs.IntVar(&o.flushConns, "flush-conns", 20, "flush section: control connections with one call each, sending Echo-Requests meanwhile")
 	fs.BoolVar(&o.verbose, "v", false, "also log each comparison's medians and rounds kept, and slow call set-ups, to stderr (progress lines come anyway)")
 	if err := fs.Parse(args); err != nil {
