@@ -152,7 +152,7 @@ func endpointCases() []endpointCase {
 			doctor:   []string{doctorServerLAN},
 		},
 		{
-			name: "R4 port-forwarded LAN server", opt: lab.Options{Hosts: 2, Redirects: portForward(lanHostAddr(2))},
+			name: "R4 port-forwarded LAN server", opt: lab.Options{Hosts: 2, Redirects: portForward(lab.HostAddr(2))},
 			servers: func(ctx context.Context, r *router) error {
 				return r.StartPPTPDOn(ctx, r.Hosts[1].NS, r.Hosts[1].Addr)
 			},
@@ -160,7 +160,7 @@ func endpointCases() []endpointCase {
 			baseline: 1,
 		},
 		{
-			name: "R4 and an outbound LAN tunnel", opt: lab.Options{Hosts: 2, Redirects: portForward(lanHostAddr(2))},
+			name: "R4 and an outbound LAN tunnel", opt: lab.Options{Hosts: 2, Redirects: portForward(lab.HostAddr(2))},
 			servers: func(ctx context.Context, r *router) error {
 				if err := r.StartPPTPD(ctx); err != nil {
 					return err
@@ -174,9 +174,6 @@ func endpointCases() []endpointCase {
 		},
 	}
 }
-
-// lanHostAddr is the address the lab gives host hN.
-func lanHostAddr(n int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 77, byte(10 + n)}) }
 
 // TestEndpoints runs every case without pptp-alg and with it.
 func TestEndpoints(t *testing.T) {
@@ -316,7 +313,7 @@ func TestEndpointsForgedGRE(t *testing.T) {
 	for _, withALG := range []bool{false, true} {
 		setup := map[bool]string{false: "no ALG", true: "pptp-alg"}[withALG]
 		t.Run(setup, func(t *testing.T) {
-			nas := lanHostAddr(2)
+			nas := lab.HostAddr(2)
 			r := newRouterWith(t, lab.Options{Hosts: 3, Firewall: lab.FirewallFW4, Redirects: portForward(nas),
 				WANInput: []fw4.Rule{allowGRE}}, withALG)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -139,6 +139,14 @@ var (
 
 const firstHost = 11 // h1 is .11
 
+// HostAddr is the LAN address every lab gives host hN (N from 1), known
+// before the lab is built: for port forwards to it in Options.
+func HostAddr(n int) netip.Addr {
+	a := lanPrefix.Addr().As4()
+	a[3] = byte(firstHost + n - 1)
+	return netip.AddrFrom4(a)
+}
+
 // ErrNotSupported is wrapped by the errors of Supported and New when the
 // machine cannot run a lab.
 var ErrNotSupported = errors.New("lab not supported here")
@@ -196,11 +204,9 @@ func New(ctx context.Context, opt Options) (_ *Lab, err error) {
 		LANPrefix:  lanPrefix,
 		log:        log,
 	}
-	a := lanPrefix.Addr().As4()
 	for i := range opt.Hosts {
-		a[3] = byte(firstHost + i)
 		h := fmt.Sprintf("h%d", i+1)
-		l.Hosts = append(l.Hosts, Host{Name: h, NS: name + "-" + h, Addr: netip.AddrFrom4(a)})
+		l.Hosts = append(l.Hosts, Host{Name: h, NS: name + "-" + h, Addr: HostAddr(i + 1)})
 	}
 
 	l.Dir, err = os.MkdirTemp("", name+"-")
