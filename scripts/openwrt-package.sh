@@ -115,11 +115,15 @@ prerm() { # name, format
 	echo 'default_prerm "$0" "$@"'
 }
 
+# After removal fw4 reloads without pptp-alg's includes, and rpcd without
+# the app's plugin and ACL (it reads them at start).
 # shellcheck disable=SC2016
 postrm() { # name
-	[ "$1" = pptp-alg ] || return 0
 	echo '#!/bin/sh'
-	echo '[ -n "${IPKG_INSTROOT}" ] || fw4 -q reload || true'
+	case $1 in
+	pptp-alg) echo '[ -n "${IPKG_INSTROOT}" ] || fw4 -q reload || true' ;;
+	luci-app-pptp-alg) echo '[ -n "${IPKG_INSTROOT}" ] || /etc/init.d/rpcd reload || true' ;;
+	esac
 }
 
 conffiles() { # name

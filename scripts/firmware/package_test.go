@@ -310,6 +310,7 @@ func checkPackages(t *testing.T, format string) {
 		},
 		postinst: []string{"default_postinst"},
 		rm:       []string{"default_prerm"},
+		postrm:   "#!/bin/sh\n[ -n \"${IPKG_INSTROOT}\" ] || /etc/init.d/rpcd reload || true\n",
 	}} {
 		p := c.p
 		if p.version != ver || p.arch != c.arch {
