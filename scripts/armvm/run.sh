@@ -16,6 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH=/usr/local/go/bin:$PATH
 
+# ARMVM_KERNEL=arm64 boots Debian's arm64 kernel instead, with the same
+# 32-bit armhf user space (the kernel's COMPAT); ARMVM_GOARCH=arm64 builds
+# the daemon and the tests for arm64 instead of arm v7.
+kernel_arch=${ARMVM_KERNEL:-armhf}
+goarch=${ARMVM_GOARCH:-arm}
 cache=${ARMVM_CACHE:-/var/cache/pptp-alg-armvm}
 vm_timeout=${ARMVM_TIMEOUT:-300} # seconds from boot to power-off
 mirror=${ARMVM_MIRROR:-http://deb.debian.org/debian}
@@ -24,7 +29,30 @@ skip=77
 say() { echo "armvm: $*"; }
 start=$SECONDS
 
-for tool in qemu-system-arm cpio depmod go apt-get dpkg-deb; do
+case $kernel_arch in
+armhf)
+	kernel_meta=linux-image-armmp qemu=(qemu-system-arm -cpu cortex-a15)
+	archs=(armhf)
+	;;
+arm64)
+	kernel_meta=linux-image-arm64:arm64 qemu=(qemu-system-aarch64 -cpu cortex-a72)
+	archs=(armhf arm64)
+	;;
+*)
+	say "ARMVM_KERNEL is armhf or arm64, not $kernel_arch"
+	exit 1
+	;;
+esac
+case $goarch in
+arm) goenv=(GOARCH=arm GOARM=7) ;;
+arm64) goenv=(GOARCH=arm64) ;;
+*)
+	say "ARMVM_GOARCH is arm or arm64, not $goarch"
+	exit 1
+	;;
+esac
+
+for tool in "${qemu[0]}" cpio depmod go apt-get dpkg-deb; do
 	command -v "$tool" >/dev/null || { say "needs $tool (scripts/deps.sh installs it)"; exit 1; }
 done
 
@@ -54,36 +82,36 @@ Dir::Etc::SourceParts "$apt_dir/sources.d";
 Dir::Etc::Parts "$apt_dir/parts";
 Dir::Etc::PreferencesParts "$apt_dir/prefs.d";
 APT::Architecture "armhf";
-APT::Architectures { "armhf"; };
+APT::Architectures { $(printf '"%s"; ' "${archs[@]}")};
 APT::Sandbox::User "root";
 Acquire::Retries "1";
 Debug::NoLocking "true";
 EOF
 # The main archive is enough: the security suite's armhf index has failed
 # mid-sync here before.
-echo "deb [arch=armhf signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" >"$apt_dir/sources.list"
+echo "deb [arch=$(IFS=,; echo "${archs[*]}") signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" >"$apt_dir/sources.list"
 export APT_CONFIG=$apt_dir/apt.conf
 
 exec 9>"$cache/lock" # one run at a time fetches and extracts
 flock 9
 
-lists=$(find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 | head -1)
+lists=$(find "$apt_dir/state/lists" -maxdepth 1 -name "*binary-${kernel_arch}_Packages*" -mmin -1440 | head -1)
 if [ -z "$lists" ]; then
-	have_index() { find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 | grep -q .; }
+	have_index() { find "$apt_dir/state/lists" -maxdepth 1 -name "*binary-${kernel_arch}_Packages*" -mmin -1440 | grep -q .; }
 	# apt-get update exits 0 when an index failed: the index itself counts.
 	for try in 1 2 3; do
 		apt-get -qq update >"$run/apt.log" 2>&1 || true
 		have_index && break
 		[ "$try" -lt 3 ] && sleep $((try * 5))
 	done
-	if ! find "$apt_dir/state/lists" -maxdepth 1 -name '*_Packages*' | grep -q .; then
+	if ! find "$apt_dir/state/lists" -maxdepth 1 -name "*binary-${kernel_arch}_Packages*" | grep -q .; then
 		say "skipped: cannot fetch the armhf package index from $mirror ($(tail -1 "$run/apt.log"))"
 		exit $skip
 	fi
 fi
 
-kernel_pkg=$(apt-cache depends linux-image-armmp 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-[ -n "$kernel_pkg" ] || { say "skipped: no linux-image-armmp in the armhf index"; exit $skip; }
+kernel_pkg=$(apt-cache depends "$kernel_meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { sub(/:.*/, "", $2); print $2; exit }')
+[ -n "$kernel_pkg" ] || { say "skipped: no $kernel_meta in the index"; exit $skip; }
 kver=${kernel_pkg#linux-image-}
 # The tools and, from their dependencies, the shared libraries.
 user_pkgs=(busybox-static netbase nftables iproute2 conntrack)
@@ -97,6 +125,7 @@ for p in "${want[@]}"; do
 done
 if ((${#missing[@]})); then
 	say "downloading ${#missing[@]} armhf packages"
+	missing=("${missing[@]/#$kernel_pkg/$kernel_pkg:$kernel_arch}")
 	if ! (cd "$cache/debs" && apt-get -qq download "${missing[@]}" >"$run/apt.log" 2>&1); then
 		say "skipped: cannot download the armhf packages from $mirror ($(tail -1 "$run/apt.log"))"
 		exit $skip
@@ -128,14 +157,14 @@ mkdir -p "$root/tests" "$root/src/nat" "$root/src/conntrack"
 build() {
 	local out=$1 cmd=$2
 	shift 2
-	env GOOS=linux GOARCH=arm GOARM=7 CGO_ENABLED=0 go "$cmd" -o "$root/tests/$out" "$@"
+	env GOOS=linux "${goenv[@]}" CGO_ENABLED=0 go "$cmd" -o "$root/tests/$out" "$@"
 }
 if ! { build nat.test test -c ./nat &&
 	build conntrack.test test -c ./conntrack &&
 	build alg.test test -c ./alg &&
 	build pptp-alg build -trimpath ./cmd/pptp-alg &&
 	build pptpsim build ./scripts/pptpsim; }; then
-	say "FAIL build: go build for linux/arm v7"
+	say "FAIL build: go build for linux/$goarch"
 	exit 1
 fi
 cp -r alg "$root/src/" # its testdata: fuzz seed corpora
@@ -156,10 +185,11 @@ install -m 0755 scripts/armvm/init.sh "$root/init"
 mkdir -p "$root/root"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$run/initrd.gz"
 packed=$SECONDS
+say "kernel $kver ($kernel_arch), armhf user space, daemon and tests for linux/$goarch"
 say "inputs $((fetched - start)) s, build $((built - fetched)) s, initramfs $((packed - built)) s ($(du -m "$run/initrd.gz" | cut -f1) MiB)"
 
 # --- boot
-qemu-system-arm -M virt -cpu cortex-a15 -smp 2 -m 1024 -accel tcg,thread=multi \
+"${qemu[@]}" -M virt -smp 2 -m 1024 -accel tcg,thread=multi \
 	-nic none -display none -no-reboot -monitor none -serial stdio \
 	-kernel "$kernel/boot/vmlinuz-$kver" -initrd "$run/initrd.gz" \
 	-append "console=ttyAMA0 quiet loglevel=3 panic=-1" \
