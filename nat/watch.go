@@ -97,10 +97,13 @@ func deletesFrom(m netlink.Message, table string) bool {
 	return false
 }
 
-// WatchLinks watches the links, IPv4 addresses and IPv4 routes of the
-// network namespace netns (an fd; 0 for our own): what the WAN address and
-// the fast path are built from. Every notification counts.
-func WatchLinks(netns int) (*Watch, error) {
+// WatchLinks watches the network namespace netns (an fd; 0 for our own)
+// for what the WAN address and the fast path are built from: the links
+// named in names and their IPv4 addresses, and every IPv4 route (a route
+// through any interface can change where GRE to a server goes). Other
+// links coming and going, such as bridge ports or wireless interfaces,
+// do not count.
+func WatchLinks(netns int, names []string) (*Watch, error) {
 	conn, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
 	if err != nil {
 		return nil, fmt.Errorf("nat: watch links: %w", err)
@@ -111,7 +114,49 @@ func WatchLinks(netns int) (*Watch, error) {
 			return nil, fmt.Errorf("nat: watch links: join group %d: %w", g, err)
 		}
 	}
-	return startWatch(conn, func(netlink.Message) bool { return true }), nil
+	ours := map[string]bool{}
+	for _, n := range names {
+		ours[n] = true
+	}
+	return startWatch(conn, func(m netlink.Message) bool { return concerns(m, ours) }), nil
+}
+
+// concerns reports whether an rtnetlink notification is about a route, or
+// about one of the links named in ours or an IPv4 address on one.
+func concerns(m netlink.Message, ours map[string]bool) bool {
+	var (
+		attrs []byte
+		name  uint16
+	)
+	switch m.Header.Type {
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		return true
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+		if len(m.Data) < ifinfomsgLen {
+			return true
+		}
+		attrs, name = m.Data[ifinfomsgLen:], unix.IFLA_IFNAME
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		if len(m.Data) < unix.SizeofIfAddrmsg {
+			return true
+		}
+		// The label is the interface's name, or NAME:ALIAS.
+		attrs, name = m.Data[unix.SizeofIfAddrmsg:], unix.IFA_LABEL
+	default:
+		return false
+	}
+	for b := attrs; len(b) > 0; {
+		typ, v, rest, err := nextAttr(b)
+		if err != nil {
+			return true // cannot tell: look
+		}
+		b = rest
+		if typ == name {
+			n, _, _ := strings.Cut(strings.TrimRight(string(v), "\x00"), ":")
+			return ours[n]
+		}
+	}
+	return true
 }
 
 func startWatch(conn *netlink.Conn, counts func(netlink.Message) bool) *Watch {

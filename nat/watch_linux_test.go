@@ -2,6 +2,7 @@ package nat
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,26 +121,32 @@ func TestWatchRuleset(t *testing.T) {
 	}
 }
 
-// TestWatchLinks checks that a link's MTU, an IPv4 address and a route
-// each wake a links watch, and that nothing does while nothing changes.
+// TestWatchLinks checks that a watched link's state and MTU, an IPv4
+// address on it and any route each wake a links watch, and that nothing
+// does while nothing changes, or when only another link changes.
 func TestWatchLinks(t *testing.T) {
 	requireKernel(t)
 	ns := newNetNS(t, "watchln")
 	ns.ip(t, "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p")
-	w, err := WatchLinks(ns.fd)
+	ns.ip(t, "link", "add", "other0", "type", "veth", "peer", "name", "other0p")
+	w, err := WatchLinks(ns.fd, []string{"lan0", "wan0"})
 	if err != nil {
 		t.Fatalf("WatchLinks: %v", err)
 	}
 	defer w.Close()
 	expectQuiet(t, w, "nothing")
+	ns.ip(t, "link", "set", "other0", "mtu", "1400")
+	ns.ip(t, "link", "set", "other0", "up")
+	expectQuiet(t, w, "another link's MTU and state")
 	for _, change := range [][]string{
 		{"link", "set", "wan0", "up"},
 		{"link", "set", "wan0", "mtu", "1400"},
 		{"addr", "add", "198.51.100.2/24", "dev", "wan0"},
 		{"route", "add", "203.0.113.0/24", "via", "198.51.100.1"},
+		{"addr", "add", "198.51.100.3/24", "dev", "wan0", "label", "wan0:1"},
 		{"addr", "del", "198.51.100.2/24", "dev", "wan0"},
 	} {
 		ns.ip(t, change...)
-		expectSignal(t, w, "ip "+change[0]+" "+change[1])
+		expectSignal(t, w, "ip "+strings.Join(change, " "))
 	}
 }

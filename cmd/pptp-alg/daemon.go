@@ -289,7 +289,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		return false, err
 	}
 	// Subscribe before installing, so that no deletion goes unseen.
-	ev, err := d.router.Watch(d.cfg.table)
+	ev, err := d.router.Watch(d.cfg.table, append([]string{d.cfg.wan}, d.cfg.lan...))
 	if err != nil {
 		return false, fmt.Errorf("netlink notifications: %w", err)
 	}

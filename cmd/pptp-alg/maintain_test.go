@@ -52,7 +52,7 @@ func (r *fakeRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) {
 	return r.plane, nil
 }
 
-func (r *fakeRouter) Watch(string) (*events, error) {
+func (r *fakeRouter) Watch(string, []string) (*events, error) {
 	return &events{ruleset: r.ruleset, links: r.links, err: func() error { return errors.New("fake subscription ended") }, close: func() {}}, nil
 }
 

@@ -24,9 +24,9 @@ type router interface {
 	InterfaceIPv4(name string) (netip.Addr, error)
 	// OpenPlane installs the nftables tables for cfg.
 	OpenPlane(cfg nat.Config) (kernelPlane, error)
-	// Watch subscribes to deletions from the tables named table and to
-	// changes of links, IPv4 addresses and routes.
-	Watch(table string) (*events, error)
+	// Watch subscribes to deletions from the tables named table, and to
+	// changes of the links named, their IPv4 addresses, and routes.
+	Watch(table string, links []string) (*events, error)
 	// OriginalDst says where a redirected connection was going.
 	OriginalDst(c net.Conn) (netip.AddrPort, error)
 	// Dial connects to a server from the local address.
@@ -74,12 +74,12 @@ func (r hostRouter) KernelHelper(client, dst netip.AddrPort) (string, error) {
 	return r.tracker.Helper(client, dst)
 }
 
-func (hostRouter) Watch(table string) (*events, error) {
+func (hostRouter) Watch(table string, links []string) (*events, error) {
 	rs, err := nat.WatchRuleset(0, table)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := nat.WatchLinks(0)
+	ln, err := nat.WatchLinks(0, links)
 	if err != nil {
 		rs.Close()
 		return nil, err
