@@ -116,16 +116,20 @@ kver=${kernel_pkg#linux-image-}
 # The tools and, from their dependencies, the shared libraries.
 user_pkgs=(busybox-static netbase nftables iproute2 conntrack)
 mapfile -t libs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
-	--no-replaces --no-enhances nftables iproute2 conntrack 2>/dev/null |
-	grep -E '^(lib|zlib)' | grep -Ev '^lib(debian-installer|newt|slang|textwrap|readline)' | sort -u)
-want=("$kernel_pkg" "${user_pkgs[@]}" "${libs[@]}")
+	--no-replaces --no-enhances nftables:armhf iproute2:armhf conntrack:armhf 2>/dev/null |
+	grep -E '^(lib|zlib)[^:]*$' | grep -Ev '^lib(debian-installer|newt|slang|textwrap|readline)' | sort -u)
+# deb_of PACKAGE [ARCH] is the downloaded .deb of PACKAGE for ARCH
+# (armhf), or for all architectures.
+deb_of() {
+	{ compgen -G "$cache/debs/${1}_*_${2:-armhf}.deb" || compgen -G "$cache/debs/${1}_*_all.deb"; } | tail -1
+}
 missing=()
-for p in "${want[@]}"; do
-	compgen -G "$cache/debs/${p}_*.deb" >/dev/null || missing+=("$p")
+[ -n "$(deb_of "$kernel_pkg" "$kernel_arch")" ] || missing+=("$kernel_pkg:$kernel_arch")
+for p in "${user_pkgs[@]}" "${libs[@]}"; do
+	[ -n "$(deb_of "$p")" ] || missing+=("$p")
 done
 if ((${#missing[@]})); then
-	say "downloading ${#missing[@]} armhf packages"
-	missing=("${missing[@]/#$kernel_pkg/$kernel_pkg:$kernel_arch}")
+	say "downloading ${#missing[@]} packages"
 	if ! (cd "$cache/debs" && apt-get -qq download "${missing[@]}" >"$run/apt.log" 2>&1); then
 		say "skipped: cannot download the armhf packages from $mirror ($(tail -1 "$run/apt.log"))"
 		exit $skip
@@ -137,13 +141,13 @@ fi
 kernel=$cache/kernel-$kver
 if [ ! -e "$kernel/.done" ]; then
 	rm -rf "$kernel"
-	dpkg-deb -x "$cache/debs/${kernel_pkg}"_*.deb "$kernel"
+	dpkg-deb -x "$(deb_of "$kernel_pkg" "$kernel_arch")" "$kernel"
 	touch "$kernel/.done"
 fi
 userland=$cache/userland
 mkdir -p "$userland/.extracted"
 for p in "${user_pkgs[@]}" "${libs[@]}"; do
-	deb=$(compgen -G "$cache/debs/${p}_*.deb" | tail -1)
+	deb=$(deb_of "$p")
 	[ -e "$userland/.extracted/$(basename "$deb")" ] && continue
 	dpkg-deb -x "$deb" "$userland"
 	touch "$userland/.extracted/$(basename "$deb")"
