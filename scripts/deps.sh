@@ -4,12 +4,17 @@
 # tests, shellcheck, gettext (xgettext, for the LuCI translation template),
 # strace (the bench counts the idle daemon's sockets with
 # it), qemu-system-arm, cpio and kmod (scripts/armvm boots an ARM kernel),
-# and the Go modules. Safe to run again.
+# the C toolchain's libraries, meson and ninja, Debian's dynamic busybox and
+# Chromium (scripts/openwrt-box builds an OpenWrt userland, apk-tools v3
+# and drives LuCI; it installs its npm driver itself), and the Go modules.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace gettext
-	qemu-system-arm cpio kmod)
+	qemu-system-arm cpio kmod
+	cmake pkg-config libjson-c-dev liblua5.1-0-dev libssl-dev zlib1g-dev meson ninja-build libzstd-dev
+	busybox xz-utils openssl chromium)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

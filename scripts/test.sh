@@ -3,8 +3,10 @@
 # budget, the unit tests of alg/, nat/ and conntrack/ as linux/arm and
 # big-endian linux/mips under qemu-user, the end-to-end suite in network
 # namespaces (root), and the kernel tests and the daemon on a real 32-bit
-# ARM kernel under qemu-system-arm (scripts/armvm). Run scripts/deps.sh
-# first on a fresh machine.
+# ARM kernel under qemu-system-arm (scripts/armvm), and the OpenWrt
+# packages installed and used on an OpenWrt userland built from
+# ../shared/openwrt-box (scripts/openwrt-box; skipped without it). Run
+# scripts/deps.sh first on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -67,13 +69,14 @@ cross() {
 
 step "go vet" go vet ./...
 step "gofmt" gofmt_clean
-step "shellcheck" shellcheck scripts/*.sh scripts/armvm/*.sh .ci/run
+step "shellcheck" shellcheck scripts/*.sh scripts/armvm/*.sh scripts/openwrt-box/*.sh .ci/run
 step "firmware: shellcheck, node --check, JSON" scripts/firmware/lint.sh
 step "go test (unit, root and end-to-end)" go test -p 2 -count=1 -timeout 20m ./...
 step "fuzz targets, $fuzztime each" fuzz_all
 step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7
 step "unit tests on linux/mips, big-endian (qemu)" cross mips qemu-mips-static GOMIPS=softfloat
 step "kernel tests and the daemon on a real ARM kernel (qemu-system-arm)" scripts/armvm/run.sh
+step "the packages on an OpenWrt userland built from source (scripts/openwrt-box)" go run ./scripts/openwrt-box
 
 echo
 if [ "$skipped" -gt 0 ]; then
