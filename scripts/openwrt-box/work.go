@@ -24,7 +24,9 @@ type work struct {
 	repo string // the pptp-alg checkout
 	run  string // this run's directory
 	tmp  string // TMPDIR for everything this run starts
-	lock *os.File
+
+	modcache string // Go's module cache
+	lock     *os.File
 }
 
 // playwrightVersion is the npm package that drives Chromium.
@@ -47,6 +49,13 @@ func openWork(dir, repo string) (*work, error) {
 		return nil, fmt.Errorf("%s is in use by another run", dir)
 	}
 	w := &work{dir: dir, repo: repo, lock: lock}
+	// Go's module cache (filled by scripts/deps.sh) is read where it is;
+	// HOME moves into the run directory below.
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env GOMODCACHE: %w", err)
+	}
+	w.modcache = strings.TrimSpace(string(out))
 	w.run = filepath.Join(dir, "runs", time.Now().UTC().Format("20060102T150405Z"))
 	w.tmp = filepath.Join(w.run, "tmp")
 	if err := os.MkdirAll(w.tmp, 0o755); err != nil {
@@ -78,6 +87,8 @@ func (w *work) close() {
 // npm's cache and Chromium's profile stay in the work directory.
 func (w *work) env() []string {
 	return append(os.Environ(),
+		"GOCACHE="+filepath.Join(w.dir, "go-cache"),
+		"GOMODCACHE="+w.modcache,
 		"TMPDIR="+w.tmp,
 		"HOME="+filepath.Join(w.run, "home"),
 		"npm_config_cache="+filepath.Join(w.dir, "npm-cache"),
