@@ -189,6 +189,12 @@ async function renderView(replies, opts) {
 		await p;
 		assert(h.calls.some((c) => c[0] == 'disable'), 'Pause sent disable');
 		assert(h.calls.filter((c) => c[0] == 'status').length > n, 'status refreshed after Pause');
+		h.replies.status = { running: true, boot: true, daemon: Object.assign({}, daemon, { enabled: false, fast_path: false, fast_path_off: '', wan_addr: '' }) };
+		await v.refresh();
+		const paused = text(v.statusTable);
+		assert(paused.includes('Paused: PPTP passes untranslated') && paused.includes('Off while paused') && paused.includes('wan, no address in use'), paused);
+		assert(v.buttons.pause.disabled && !v.buttons.resume.disabled && !v.buttons.stop.disabled, 'paused: Resume and Stop, not Pause');
+		h.replies.status = running.status;
 		await v.buttons.restart.attrs.click();
 		assert(h.calls.some((c) => c[0] == 'service' && c[1] == 'restart'), 'Restart sent service restart');
 		assert(!v.buttons.restart.disabled, 'Restart enabled again while running');

@@ -56,6 +56,8 @@ function statusRows(reply) {
 	rows.push([ _('Carrying'), _('%d control connections, %d calls').format(d.control_connections || 0, d.calls || 0) ]);
 	if (d.fast_path)
 		rows.push([ _('GRE fast path'), _('On: known calls are forwarded from the interfaces\' ingress') ]);
+	else if (!d.enabled)
+		rows.push([ _('GRE fast path'), _('Off while paused') ]);
 	else
 		rows.push([ _('GRE fast path'), d.fast_path_off ? _('Off: %s').format(d.fast_path_off) : _('Off') ]);
 	const helpers = d.kernel_pptp_helper || [];
