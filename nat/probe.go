@@ -20,8 +20,11 @@ type Feature struct {
 	// carries all GRE, more slowly.
 	FastPath bool
 	requires string // the feature it cannot be tried without, if any
-	queue    func(c *nftables.Conn, t *nftables.Table) error
-	fwd      bool // a rule with fwd, which google/nftables cannot encode, ends the batch
+	// queue queues what the probe tries, after "add table".
+	queue func(c *nftables.Conn, t *nftables.Table) error
+	// fwd, instead: an ingress chain on lo with a rule that uses fwd,
+	// which google/nftables cannot encode.
+	fwd bool
 }
 
 // Features are what Probe tries, in order.
@@ -70,11 +73,7 @@ var Features = []Feature{
 			ingressOnLo(c, t)
 			return nil
 		}},
-	{Name: "fwd", Kernel: "nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV)", FastPath: true, requires: "netdev family", fwd: true,
-		queue: func(c *nftables.Conn, t *nftables.Table) error {
-			ingressOnLo(c, t)
-			return nil
-		}},
+	{Name: "fwd", Kernel: "nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV)", FastPath: true, requires: "netdev family", fwd: true},
 }
 
 // probeTable names the table each probe adds. No probe is ever committed.
