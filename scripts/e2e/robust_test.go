@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1359,6 +1360,102 @@ func TestFaultFlush(t *testing.T) {
 			checkCalls(t, "new call", lines, 2)
 		})
 	}
+}
+
+// TestFlushUnderTraffic: `nft flush ruleset` again and again while control
+// connections are busy. Until the daemon's table is back the NAT hooks are
+// gone, and a relayed packet sent then reaches its client untranslated and
+// draws a RST, which ends the connection and its call: the daemon must put
+// its table back before that happens. (The bench's flush section measures
+// the same; a daemon stopped for a second after a flush fails it.)
+func TestFlushUnderTraffic(t *testing.T) {
+	const conns, flushes = 20, 20
+	r := newRouter(t, 3, lab.FirewallFW4)
+	r.startSimServer(t)
+	cs := make([]*pptpConn, conns)
+	for i := range cs {
+		cs[i] = r.dialPPTP(t, r.Hosts[i%len(r.Hosts)].NS)
+		cs[i].start(t)
+		if rep := cs[i].call(t, 1); rep.ResultCode != alg.OutgoingCallResultConnected {
+			t.Fatalf("connection %d: call refused: %+v", i+1, rep)
+		}
+	}
+
+	// Echo-Requests on every connection, one each 10 ms, until stop.
+	stop := make(chan struct{})
+	failed := make(chan error, conns)
+	var wg sync.WaitGroup
+	var echoes atomic.Int64
+	for i, c := range cs {
+		wg.Go(func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for id := uint32(1); ; id++ {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				_, err := c.Write((&alg.EchoRequest{Identifier: id}).Append(nil))
+				if err == nil {
+					_, err = c.await(alg.TypeEchoReply)
+				}
+				if err != nil {
+					failed <- fmt.Errorf("connection %d, echo %d: %w", i+1, id, err)
+					return
+				}
+				echoes.Add(1)
+			}
+		})
+	}
+	var longest time.Duration
+	for range flushes {
+		r.nft(t, "flush", "ruleset")
+		start := time.Now()
+		for !r.tableExists(t) {
+			if time.Since(start) > 10*time.Second {
+				close(stop)
+				t.Fatalf("the daemon's table is not back 10 s after a flush; log:\n%s", r.daemon.Output())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		longest = max(longest, time.Since(start))
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	close(failed)
+	reset := 0
+	for err := range failed {
+		reset++
+		t.Errorf("control connection lost: %v", err)
+	}
+	t.Logf("%d flushes: %d Echo exchanges on %d connections, %d reset; the table was back within %v of a flush at most (as nft saw it)",
+		flushes, echoes.Load(), conns, reset, longest.Round(time.Millisecond))
+
+	ms := r.mappings(t)
+	up := 0
+	for _, m := range ms {
+		if m.Established {
+			up++
+		}
+	}
+	if len(ms) != conns || up != conns {
+		t.Errorf("daemon lists %d calls, %d up; want all %d up", len(ms), up, conns)
+	}
+	start := time.Now()
+	for {
+		in, out, ok := r.elements(t, "ip")
+		if ok && in == conns && out == conns {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("after the flushes the kernel holds %d inbound and %d outbound GRE mappings, want %d each", in, out, conns)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.nft(t, "-f", filepath.Join(r.Dir, "fw4.nft")) // the lab's firewall, as a reload would
 }
 
 // TestFaultKillRestart: after SIGKILL the kernel state and the socket of
