@@ -8,8 +8,12 @@
 // and interfaces the fast path forwards by.
 //
 // The daemon relays PPTP control connections (RFC 2637 section 1.3, TCP port
-// 1723) itself: relay_prerouting redirects them from the LAN to a local relay
-// port, and relay_input keeps that port reachable only through the redirect.
+// 1723) itself: relay_prerouting hands them from the LAN to the relay's
+// transparent socket by tproxy, untracked and marked, and a policy rule
+// (tproxyroute.go) routes the marked packets to the local stack;
+// relay_to_lan leaves the relay's replies untracked too, and relay_input
+// keeps the relay port reachable only by tproxy and the router's own
+// redirect.
 // The data channel, enhanced GRE (RFC 2637 section 4.1), never reaches user
 // space. Its Key field carries the receiver's Call ID at byte offset 6. The
 // chain gre_prerouting sends PPTP GRE, by input interface (map gre_iifs), to

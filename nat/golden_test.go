@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -177,6 +178,23 @@ var (
 	)
 	// [ notrack ]
 	gNotrack = ex("notrack")
+	// iifname @lan_ifaces tcp dport 1723 fib daddr type != local:
+	// [ fib daddr type => reg 1 ] [ cmp neq reg 1 local ]   the type is a host-order register, hence h32
+	gRelayedControl = cat(
+		gIifLAN,
+		gTCP1723,
+		ex("fib", u32(unix.NFTA_FIB_DREG, 1), u32(unix.NFTA_FIB_FLAGS, unix.NFTA_FIB_F_DADDR), u32(unix.NFTA_FIB_RESULT, unix.NFT_FIB_RESULT_ADDRTYPE)),
+		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_NEQ), value(unix.NFTA_CMP_DATA, h32(unix.RTN_LOCAL))),
+	)
+	// meta mark set meta mark | 0x10000000 (the default mark, its own mask):
+	// [ meta load mark => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0xefffffff ) ^ 0x10000000 ]
+	// [ meta set mark with reg 1 ]   the mark is a host-order register, hence h32
+	gSetTProxyMark = cat(
+		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_MARK), u32(unix.NFTA_META_DREG, 1)),
+		ex("bitwise", u32(unix.NFTA_BITWISE_SREG, 1), u32(unix.NFTA_BITWISE_DREG, 1), u32(unix.NFTA_BITWISE_LEN, 4),
+			value(unix.NFTA_BITWISE_MASK, h32(0xefffffff)), value(unix.NFTA_BITWISE_XOR, h32(0x10000000))),
+		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_MARK), u32(unix.NFTA_META_SREG, 1)),
+	)
 	// [ immediate reg 0 accept ]
 	gAccept = ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 0),
 		nest(unix.NFTA_IMMEDIATE_DATA, nest(unix.NFTA_DATA_VERDICT, u32(unix.NFTA_VERDICT_CODE, nfAccept))))
@@ -356,12 +374,19 @@ var goldenOpen = []wantMsg{
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
 		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
-	{"add chain ip pptp_alg relay_prerouting { type nat hook prerouting priority dstnat - 5; policy accept; }", msgNewChain, fCreate, ip(
+	{"add chain ip pptp_alg relay_prerouting { type filter hook prerouting priority raw; policy accept; }", msgNewChain, fCreate, ip(
 		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
 		str(unix.NFTA_CHAIN_NAME, "relay_prerouting"),
-		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_PRE_ROUTING), u32(unix.NFTA_HOOK_PRIORITY, 0xffffff97)), // -105
+		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_PRE_ROUTING), u32(unix.NFTA_HOOK_PRIORITY, 0xfffffed4)), // -300
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
-		str(unix.NFTA_CHAIN_TYPE, "nat"),
+		str(unix.NFTA_CHAIN_TYPE, "filter"),
+	)},
+	{"add chain ip pptp_alg relay_to_lan { type filter hook output priority raw; policy accept; }", msgNewChain, fCreate, ip(
+		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+		str(unix.NFTA_CHAIN_NAME, "relay_to_lan"),
+		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_LOCAL_OUT), u32(unix.NFTA_HOOK_PRIORITY, 0xfffffed4)), // -300
+		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
+		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
 	{"add chain ip pptp_alg relay_input { type filter hook input priority filter - 5; policy accept; }", msgNewChain, fCreate, ip(
 		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
@@ -476,17 +501,58 @@ var goldenOpen = []wantMsg{
 		str(unix.NFTA_RULE_CHAIN, "gre_postrouting"),
 		gSNAT("cb007101"),
 	)},
-	{"add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :11723", msgNewRule, fRule, ip(
+	{"add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local " +
+		"tproxy to :1723 notrack meta mark set meta mark | 0x10000000 accept", msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "relay_prerouting"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
-			gIifLAN,
-			gTCP1723,
-			// [ fib daddr type => reg 1 ] [ cmp neq reg 1 local ]
-			// The type is a host-order register, hence h32.
-			ex("fib", u32(unix.NFTA_FIB_DREG, 1), u32(unix.NFTA_FIB_FLAGS, unix.NFTA_FIB_F_DADDR), u32(unix.NFTA_FIB_RESULT, unix.NFT_FIB_RESULT_ADDRTYPE)),
+			gRelayedControl,
+			// [ immediate reg 1 1723 ] [ tproxy ip port reg 1 ]
+			ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 1), value(unix.NFTA_IMMEDIATE_DATA, raw("06bb"))),
+			ex("tproxy", u32(expr.NFTA_TPROXY_FAMILY, unix.NFPROTO_IPV4), u32(expr.NFTA_TPROXY_REG_PORT, 1)),
+			gNotrack,
+			gSetTProxyMark,
+			gAccept,
+		),
+	)},
+	{"add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local " +
+		"tcp flags syn / fin,syn,rst,ack tproxy to :11723 notrack meta mark set meta mark | 0x10000000", msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "relay_prerouting"),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
+			gRelayedControl,
+			// [ payload load 1b @ transport header + 13 => reg 1 ]
+			// [ bitwise reg 1 = ( reg 1 & 0x17 ) ^ 0x00 ] [ cmp eq reg 1 0x02 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 13), u32(unix.NFTA_PAYLOAD_LEN, 1)),
+			ex("bitwise", u32(unix.NFTA_BITWISE_SREG, 1), u32(unix.NFTA_BITWISE_DREG, 1), u32(unix.NFTA_BITWISE_LEN, 1),
+				value(unix.NFTA_BITWISE_MASK, raw("17")), value(unix.NFTA_BITWISE_XOR, raw("00"))),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("02"))),
+			// [ immediate reg 1 11723 ] [ tproxy ip port reg 1 ]
+			ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 1), value(unix.NFTA_IMMEDIATE_DATA, raw("2dcb"))),
+			ex("tproxy", u32(expr.NFTA_TPROXY_FAMILY, unix.NFPROTO_IPV4), u32(expr.NFTA_TPROXY_REG_PORT, 1)),
+			gNotrack,
+			gSetTProxyMark,
+		),
+	)},
+	{"add rule ip pptp_alg relay_to_lan oifname @lan_ifaces tcp sport 1723 fib saddr type != local notrack", msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "relay_to_lan"),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
+			// [ meta load oifname => reg 1 ] [ lookup reg 1 set lan_ifaces ]
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
+			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 1), str(unix.NFTA_LOOKUP_SET, "lan_ifaces"), u32(unix.NFTA_LOOKUP_SET_ID, 1)),
+			// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
+			// [ payload load 2b @ transport header + 0 => reg 1 ] [ cmp eq reg 1 1723 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 0), u32(unix.NFTA_PAYLOAD_LEN, 2)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06bb"))),
+			// [ fib saddr type => reg 1 ] [ cmp neq reg 1 local ]
+			ex("fib", u32(unix.NFTA_FIB_DREG, 1), u32(unix.NFTA_FIB_FLAGS, unix.NFTA_FIB_F_SADDR), u32(unix.NFTA_FIB_RESULT, unix.NFT_FIB_RESULT_ADDRTYPE)),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_NEQ), value(unix.NFTA_CMP_DATA, h32(unix.RTN_LOCAL))),
-			gRedirect,
+			gNotrack,
 		),
 	)},
 	{"add rule ip pptp_alg relay_input tcp dport 11723 ct status & dnat == 0 drop", msgNewRule, fRule, ip(
@@ -561,8 +627,24 @@ func (r *recorder) take() []netlink.Message {
 	return m
 }
 
+// noRouting stands in for the tproxy rule and route, which are rtnetlink's,
+// not nftables': golden tests touch no kernel.
+type noRouting struct{}
+
+func (noRouting) install() error        { return nil }
+func (noRouting) ensure() (bool, error) { return false, nil }
+func (noRouting) remove() error         { return nil }
+
+// withoutRouting makes Planes opened until the test ends use noRouting.
+func withoutRouting(t *testing.T) {
+	old := openRouting
+	openRouting = func(int, Config) routing { return noRouting{} }
+	t.Cleanup(func() { openRouting = old })
+}
+
 func openGolden(t *testing.T) (*Plane, *recorder) {
 	t.Helper()
+	withoutRouting(t)
 	r := &recorder{}
 	p, err := Open(goldenConfig, r.dial())
 	if err != nil {
@@ -879,6 +961,11 @@ func TestConfigCheck(t *testing.T) {
 		{"WAN in LAN", func(c *Config) { c.LAN = []string{"lan0", "wan0"} }, false},
 		{"no relay port", func(c *Config) { c.RelayPort = 0 }, false},
 		{"table name too long", func(c *Config) { c.Table = strings.Repeat("t", 256) }, false},
+		{"tproxy mark within its mask", func(c *Config) { c.TProxyMark, c.TProxyMask = 0x100, 0xf00 }, true},
+		{"tproxy mark outside its mask", func(c *Config) { c.TProxyMark, c.TProxyMask = 0x1100, 0xf00 }, false},
+		{"relay mark carries the tproxy mark", func(c *Config) { c.RouterCalls, c.RelayMark = true, 0x30000000 }, false},
+		{"kernel's main table", func(c *Config) { c.RouteTable = 254 }, false},
+		{"rule after the main table's", func(c *Config) { c.RulePriority = 32766 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -72,14 +72,13 @@ type ForwardChain struct {
 }
 
 // SeesRelayedConnections reports whether a helper set from b can land on a
-// connection that pptp-alg relays. relay_prerouting rewrites the client's
-// tcp/1723 to the relay port at dstnat - 5, so a prerouting chain after it
-// no longer sees 1723; input carries the redirected connection to the relay
-// and output the relay's own connection to the server.
+// connection that pptp-alg relays. The LAN's control connections are
+// untracked from relay_prerouting (priority raw) on, so no prerouting or
+// input chain can set a helper on them; output carries the relay's own
+// connections to servers, and with the router's own connections, which
+// the output hook redirects, input carries those too.
 func (b BaseChain) SeesRelayedConnections() bool {
 	switch b.Hook {
-	case "prerouting":
-		return b.Priority <= int32(*prioDstNATLess5)
 	case "input", "output":
 		return true
 	}

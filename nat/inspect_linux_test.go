@@ -93,7 +93,7 @@ func TestInspectRuleset(t *testing.T) {
 	for _, h := range got.PPTPHelper {
 		sees[h.Chain] = h.SeesRelayedConnections()
 	}
-	if diff := cmp.Diff(map[string]bool{"helper_lan": false, "mangle": true, "unreached": true}, sees); diff != "" {
+	if diff := cmp.Diff(map[string]bool{"helper_lan": false, "mangle": false, "unreached": true}, sees); diff != "" {
 		t.Errorf("SeesRelayedConnections (-want +got):\n%s", diff)
 	}
 }
@@ -116,10 +116,9 @@ func TestSeesRelayedConnections(t *testing.T) {
 		prio int32
 		want bool
 	}{
-		{"prerouting", -150, true}, // mangle: before the redirect
-		{"prerouting", -105, true}, // the redirect's own priority: order undefined
-		{"prerouting", -100, false},
-		{"prerouting", 0, false}, // fw4's helper_lan
+		{"prerouting", -350, false}, // before relay_prerouting: no conntrack entry yet either
+		{"prerouting", -150, false}, // mangle: the LAN's relayed connections are untracked
+		{"prerouting", 0, false},    // fw4's helper_lan
 		{"input", 0, true},
 		{"output", 0, true},
 		{"forward", 0, false},

@@ -28,6 +28,14 @@ type Config struct {
 	// the LAN's share one call-ID space toward each server.
 	RouterCalls bool
 	RelayMark   uint32
+	// LAN control connections reach the relay by tproxy: relay_prerouting
+	// hands each packet to the relay's socket and sets TProxyMark (within
+	// TProxyMask) on it, and a policy rule at RulePriority sends packets
+	// with that mark to RouteTable, which delivers everything locally
+	// (tproxyroute.go). Zero means the Default of each; a zero mask is the
+	// mark itself.
+	TProxyMark, TProxyMask   uint32
+	RouteTable, RulePriority uint32
 	// FastPath also installs the netdev table that forwards the GRE of
 	// known calls from ingress (see CheckFastPath). If it cannot be
 	// installed, the ip table carries all GRE and FastPath says why.
@@ -69,6 +77,29 @@ func (c Config) check() (Config, error) {
 	}
 	if c.RouterCalls && c.RelayMark == 0 {
 		return c, errors.New("router calls relayed without a relay mark")
+	}
+	if c.TProxyMark == 0 {
+		c.TProxyMark = DefaultTProxyMark
+	}
+	if c.TProxyMask == 0 {
+		c.TProxyMask = c.TProxyMark
+	}
+	if c.RouteTable == 0 {
+		c.RouteTable = DefaultRouteTable
+	}
+	if c.RulePriority == 0 {
+		c.RulePriority = DefaultRulePriority
+	}
+	switch {
+	case c.TProxyMark&^c.TProxyMask != 0:
+		return c, fmt.Errorf("tproxy mark %#x has bits outside its mask %#x", c.TProxyMark, c.TProxyMask)
+	case c.RelayMark&c.TProxyMask == c.TProxyMark:
+		// The relay's connections to servers would be routed to itself.
+		return c, fmt.Errorf("relay mark %#x matches the tproxy mark %#x/%#x", c.RelayMark, c.TProxyMark, c.TProxyMask)
+	case c.RouteTable >= unix.RT_TABLE_COMPAT && c.RouteTable <= unix.RT_TABLE_LOCAL:
+		return c, fmt.Errorf("routing table %d is one of the kernel's own (252-255)", c.RouteTable)
+	case c.RulePriority >= 32766:
+		return c, fmt.Errorf("rule priority %d does not come before the main table's rule (32766)", c.RulePriority)
 	}
 	return c, nil
 }
@@ -116,6 +147,9 @@ type Plane struct {
 	obj  objects
 	dump dumper // for Counters
 	fast *fastPath
+	// route delivers tproxied control connections locally. Not nftables,
+	// so a flush of the ruleset leaves it.
+	route routing
 }
 
 // Open deletes any table of the same name left by an earlier run, then
@@ -136,9 +170,17 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS}}
+	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS},
+		route: openRouting(conn.NetNS, cfg)}
 	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, opts)
+	// The route first: tproxied packets are marked from the moment the
+	// table is in.
+	if err := p.route.install(); err != nil {
+		_ = p.conn.CloseLasting()
+		return nil, fmt.Errorf("nat: open: %w", err)
+	}
 	if err := p.install(); err != nil {
+		_ = p.route.remove()
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
@@ -214,6 +256,9 @@ func (p *Plane) Close() error {
 	if err == nil {
 		err = ferr
 	}
+	if rerr := p.route.remove(); err == nil { // after the table: nothing is marked now
+		err = rerr
+	}
 	if cerr := p.conn.CloseLasting(); err == nil {
 		err = cerr
 	}
@@ -235,6 +280,14 @@ func (p *Plane) Reinstall() error {
 	}
 	p.fast.refill = false // the caller adds its calls now
 	return nil
+}
+
+// CheckRoute adds the tproxy rule and route again if either is gone (`ip
+// rule flush`, a network restart that clears rules), and reports whether it
+// did. Without them the LAN's control connections would be forwarded
+// instead of reaching the relay.
+func (p *Plane) CheckRoute() (restored bool, err error) {
+	return p.route.ensure()
 }
 
 // Installed reports whether the table still exists, for detecting

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -153,7 +154,8 @@ func TestPlaneKernel(t *testing.T) {
 			"gre_from_wan":     "regular",
 			"gre_from_lan":     "regular",
 			"gre_postrouting":  "filter postrouting 100 accept",
-			"relay_prerouting": "nat prerouting -105 accept",
+			"relay_prerouting": "filter prerouting -300 accept",
+			"relay_to_lan":     "filter output -300 accept",
 			"relay_input":      "filter input -5 accept",
 			"relay_output":     "nat output -105 accept",
 		},
@@ -169,7 +171,9 @@ func TestPlaneKernel(t *testing.T) {
 		"ip saddr . ip daddr . @th,48,16 @gre_out notrack accept",
 		"ip protocol gre @th,0,32 & 0x2007ffff == 0x2001880b iifname vmap @gre_iifs",
 		"ip protocol gre oifname \"wan0\" ct state untracked ip saddr != 203.0.113.1 ip saddr set 203.0.113.1",
-		"iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :11723",
+		"iifname @lan_ifaces tcp dport 1723 fib daddr type != local tproxy to :1723 notrack meta mark set meta mark | 0x10000000 accept",
+		"iifname @lan_ifaces tcp dport 1723 fib daddr type != local tcp flags syn / fin,syn,rst,ack tproxy to :11723 notrack meta mark set meta mark | 0x10000000",
+		"oifname @lan_ifaces tcp sport 1723 fib saddr type != local notrack",
 		"ip daddr . @th,48,16 @gre_calls drop",
 		`oifname "wan0" tcp dport 1723 meta mark & 0x20000000 == 0x00000000 redirect to :11723`,
 		"tcp dport 11723 ct status ! dnat drop",
@@ -569,14 +573,26 @@ func TestDataPlane(t *testing.T) {
 	}
 }
 
-func TestRelayRedirect(t *testing.T) {
+// TestRelayTProxy: the LAN's control connections reach the relay's
+// transparent listener with their own addresses; the router's own reach it
+// by the redirect.
+func TestRelayTProxy(t *testing.T) {
 	requireKernel(t)
 	r := newRouter(t)
 	r.openPlane(t)
 
 	var ln net.Listener
 	if err := r.rtr.do(func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", relayPort))
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		ln, err = lc.Listen(context.Background(), "tcp4", fmt.Sprintf(":%d", relayPort))
 		return err
 	}); err != nil {
 		t.Fatalf("relay listener: %v", err)
@@ -604,7 +620,8 @@ func TestRelayRedirect(t *testing.T) {
 		})
 	}
 
-	// A LAN host's control connection to the server lands on the relay.
+	// A LAN host's control connection to the server lands on the relay,
+	// whose socket has the server's address.
 	if err := dial(r.lan, "203.0.113.2:1723", 2*time.Second); err != nil {
 		t.Fatalf("LAN host to server:1723: %v", err)
 	}
@@ -612,6 +629,9 @@ func TestRelayRedirect(t *testing.T) {
 	case c := <-accepted:
 		if got := c.RemoteAddr().(*net.TCPAddr).IP.String(); got != lanHostIP.String() {
 			t.Errorf("relay accepted from %s, want %v", got, lanHostIP)
+		}
+		if got := c.LocalAddr().String(); got != "203.0.113.2:1723" {
+			t.Errorf("relay's socket is %s, want the server's 203.0.113.2:1723", got)
 		}
 		c.Close()
 	case <-time.After(2 * time.Second):

@@ -68,6 +68,17 @@ var Features = []Feature{
 			}})
 			return nil
 		}},
+	{Name: "tproxy", Kernel: "nft_tproxy and nf_tproxy_ipv4 (CONFIG_NFT_TPROXY)", requires: "nftables",
+		queue: func(c *nftables.Conn, t *nftables.Table) error {
+			// chain c { type filter hook prerouting priority raw; }; rule: tproxy to :1724
+			ch := c.AddChain(&nftables.Chain{Table: t, Name: "c", Type: nftables.ChainTypeFilter,
+				Hooknum: nftables.ChainHookPrerouting, Priority: prioRaw, Policy: policyAccept})
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+				&expr.Immediate{Register: unix.NFT_REG_1, Data: be16(1724)},
+				&expr.TProxy{Family: unix.NFPROTO_IPV4, TableFamily: unix.NFPROTO_IPV4, RegPort: unix.NFT_REG_1},
+			}})
+			return nil
+		}},
 	{Name: "netdev family", Kernel: "CONFIG_NF_TABLES_NETDEV and CONFIG_NETFILTER_INGRESS", FastPath: true, requires: "nftables",
 		queue: func(c *nftables.Conn, t *nftables.Table) error {
 			ingressOnLo(c, t)

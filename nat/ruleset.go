@@ -22,6 +22,7 @@ const (
 	chainGREFromLAN = "gre_from_lan"
 	chainGREPost    = "gre_postrouting"
 	chainRelayPre   = "relay_prerouting"
+	chainRelayReply = "relay_to_lan"
 	chainRelayIn    = "relay_input"
 	chainRelayOut   = "relay_output"
 )
@@ -89,6 +90,7 @@ type objects struct {
 	lanIfaces, greIifs, greIn, greOut, greCalls *nftables.Set
 	grePre, greFromWAN, greFromLAN              *nftables.Chain
 	grePost, relayPre, relayIn                  *nftables.Chain
+	relayReply                                  *nftables.Chain
 	relayOut                                    *nftables.Chain // nil unless Config.RouterCalls
 }
 
@@ -171,10 +173,18 @@ func newObjects(cfg Config) objects {
 			Table: t, Name: chainGREPost, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPostrouting, Priority: prioSrcNAT, Policy: policyAccept,
 		},
-		// chain relay_prerouting { type nat hook prerouting priority dstnat - 5; policy accept; }
+		// chain relay_prerouting { type filter hook prerouting priority raw; policy accept; }
+		//
+		// At raw, before conntrack: the relayed connections are untracked,
+		// so no conntrack helper can be set on them and no NAT applies.
 		relayPre: &nftables.Chain{
-			Table: t, Name: chainRelayPre, Type: nftables.ChainTypeNAT,
-			Hooknum: nftables.ChainHookPrerouting, Priority: prioDstNATLess5, Policy: policyAccept,
+			Table: t, Name: chainRelayPre, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: prioRaw, Policy: policyAccept,
+		},
+		// chain relay_to_lan { type filter hook output priority raw; policy accept; }
+		relayReply: &nftables.Chain{
+			Table: t, Name: chainRelayReply, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: prioRaw, Policy: policyAccept,
 		},
 		// chain relay_input { type filter hook input priority filter - 5; policy accept; }
 		relayIn: &nftables.Chain{
@@ -216,7 +226,7 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 		return err
 	}
 	// The chains come before gre_iifs: its elements name two of them.
-	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayIn, o.relayOut} {
+	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayReply, o.relayIn, o.relayOut} {
 		if ch != nil {
 			c.AddChain(ch)
 		}
@@ -257,7 +267,9 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 		// ip daddr . @th,48,16 @gre_calls drop
 		rule(o.greFromLAN, o.impersonationDrop()),
 		o.snatRule(cfg.WAN, cfg.WANAddr),
-		rule(o.relayPre, o.relayRedirect(cfg.RelayPort)),
+		rule(o.relayPre, o.relayTProxyEstablished(cfg.TProxyMark, cfg.TProxyMask)),
+		rule(o.relayPre, o.relayTProxyNew(cfg.RelayPort, cfg.TProxyMark, cfg.TProxyMask)),
+		rule(o.relayReply, o.relayReplyNotrack()),
 		rule(o.relayIn, relayGuard(cfg.RelayPort)),
 	}
 	if o.relayOut != nil {
@@ -427,11 +439,63 @@ func (o objects) snatRule(wan string, addr netip.Addr) *nftables.Rule {
 	return &nftables.Rule{Table: o.table, Chain: o.grePost, Exprs: e}
 }
 
-// relayRedirect sends PPTP control connections from the LAN to the relay,
-// except those addressed to the router itself (its own PPTP server).
+// relayTProxyEstablished and relayTProxyNew hand PPTP control connections
+// from the LAN to the relay's transparent socket, except those addressed
+// to the router itself (its own PPTP server). A connection keeps its
+// addresses: the relay's accepted socket is bound to the server's address,
+// so nothing it sends needs translating, and the client's packets find it
+// by their own tuple. Both leave the packets untracked (no conntrack
+// helper, no NAT) and set the mark that routes them to the local stack
+// (tproxyroute.go). tproxy and the statements after it apply only if a
+// socket took the packet.
 //
-//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :RELAYPORT
-func (o objects) relayRedirect(port uint16) []expr.Any {
+// relayTProxyEstablished takes the packets of connections the relay
+// holds: tproxy looks for an established socket first, and its listener
+// lookup, at port 1723, finds no transparent socket. A connection opened
+// before pptp-alg was (a tunnel carried directly while it was disabled)
+// has no socket here and goes on as before.
+//
+//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local tproxy to :1723 notrack meta mark set mark & ~MASK | MARK accept
+func (o objects) relayTProxyEstablished(mark, mask uint32) []expr.Any {
+	return concat(
+		o.matchRelayedControl(),
+		tproxyTo(1723),
+		[]expr.Any{
+			// [ notrack ]
+			&expr.Notrack{},
+		},
+		setMark(mark, mask),
+		verdict(expr.VerdictAccept),
+	)
+}
+
+// relayTProxyNew takes new connections (a SYN alone) to the relay's
+// listener.
+//
+//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local tcp flags & (fin|syn|rst|ack) == syn tproxy to :RELAYPORT notrack meta mark set mark & ~MASK | MARK
+func (o objects) relayTProxyNew(port uint16, mark, mask uint32) []expr.Any {
+	return concat(
+		o.matchRelayedControl(),
+		[]expr.Any{
+			// [ payload load 1b @ transport header + 13 => reg 1 ]
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			// [ bitwise reg 1 = ( reg 1 & 0x17 ) ^ 0x00 ]   fin, syn, rst, ack
+			&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 1,
+				Mask: []byte{0x17}, Xor: []byte{0}},
+			// [ cmp eq reg 1 0x02 ]   syn
+			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{0x02}},
+		},
+		tproxyTo(port),
+		[]expr.Any{
+			// [ notrack ]
+			&expr.Notrack{},
+		},
+		setMark(mark, mask),
+	)
+}
+
+// matchRelayedControl is iifname @lan_ifaces tcp dport 1723 fib daddr type != local.
+func (o objects) matchRelayedControl() []expr.Any {
 	return concat(
 		o.matchLANIface(),
 		matchTCPDport(1723),
@@ -441,8 +505,59 @@ func (o objects) relayRedirect(port uint16) []expr.Any {
 			// [ cmp neq reg 1 local ]   the type is host order
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
 		},
-		redirectTo(port),
 	)
+}
+
+// tproxyTo is tproxy to :PORT.
+func tproxyTo(port uint16) []expr.Any {
+	return []expr.Any{
+		// [ immediate reg 1 PORT ]
+		&expr.Immediate{Register: unix.NFT_REG_1, Data: be16(port)},
+		// [ tproxy ip port reg 1 ]
+		&expr.TProxy{Family: unix.NFPROTO_IPV4, TableFamily: unix.NFPROTO_IPV4, RegPort: unix.NFT_REG_1},
+	}
+}
+
+// relayReplyNotrack leaves the relay's packets to LAN clients untracked,
+// as the clients' packets are: they leave from the server's address, which
+// is not the router's.
+//
+//	oifname @lan_ifaces tcp sport 1723 fib saddr type != local notrack
+func (o objects) relayReplyNotrack() []expr.Any {
+	return []expr.Any{
+		// [ meta load oifname => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
+		// [ lookup reg 1 set lan_ifaces ]
+		&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: o.lanIfaces.Name, SetID: o.lanIfaces.ID},
+		// [ meta load l4proto => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
+		// [ cmp eq reg 1 0x06 ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
+		// [ payload load 2b @ transport header + 0 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		// [ cmp eq reg 1 1723 ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(1723)},
+		// [ fib saddr type => reg 1 ]
+		&expr.Fib{Register: unix.NFT_REG_1, FlagSADDR: true, ResultADDRTYPE: true},
+		// [ cmp neq reg 1 local ]
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
+		// [ notrack ]
+		&expr.Notrack{},
+	}
+}
+
+// setMark is meta mark set mark & ~MASK | MARK: the mark's bits, the rest
+// of the packet's mark kept for whoever else uses marks.
+func setMark(mark, mask uint32) []expr.Any {
+	return []expr.Any{
+		// [ meta load mark => reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: unix.NFT_REG_1},
+		// [ bitwise reg 1 = ( reg 1 & ~MASK ) ^ MARK ]   the mark is host order
+		&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+			Mask: hostU32(^mask), Xor: hostU32(mark)},
+		// [ meta set mark with reg 1 ]
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: unix.NFT_REG_1},
+	}
 }
 
 // relayOwnRedirect sends the router's own PPTP control connections out of
@@ -483,7 +598,9 @@ func redirectTo(port uint16) []expr.Any {
 	}
 }
 
-// relayGuard keeps the relay port reachable only through the redirect.
+// relayGuard keeps the relay port reachable only by tproxy, which leaves
+// the port of a packet as it is, and by the redirect of the router's own
+// connections (a DNAT).
 //
 //	tcp dport RELAYPORT ct status & dnat == 0 drop
 func relayGuard(port uint16) []expr.Any {

@@ -98,17 +98,17 @@ func deletesFrom(m netlink.Message, table string) bool {
 }
 
 // WatchLinks watches the network namespace netns (an fd; 0 for our own)
-// for what the WAN address and the fast path are built from: the links
-// named in names and their IPv4 addresses, and every IPv4 route (a route
-// through any interface can change where GRE to a server goes). Other
-// links coming and going, such as bridge ports or wireless interfaces,
-// do not count.
+// for what the WAN address, the fast path and the tproxy route are built
+// from: the links named in names and their IPv4 addresses, every IPv4 route
+// (a route through any interface can change where GRE to a server goes) and
+// every policy rule. Other links coming and going, such as bridge ports or
+// wireless interfaces, do not count.
 func WatchLinks(netns int, names []string) (*Watch, error) {
 	conn, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
 	if err != nil {
 		return nil, fmt.Errorf("nat: watch links: %w", err)
 	}
-	for _, g := range []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE} {
+	for _, g := range []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_RULE} {
 		if err := conn.JoinGroup(g); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("nat: watch links: join group %d: %w", g, err)
@@ -121,15 +121,16 @@ func WatchLinks(netns int, names []string) (*Watch, error) {
 	return startWatch(conn, func(m netlink.Message) bool { return concerns(m, ours) }), nil
 }
 
-// concerns reports whether an rtnetlink notification is about a route, or
-// about one of the links named in ours or an IPv4 address on one.
+// concerns reports whether an rtnetlink notification is about a route or a
+// policy rule, or about one of the links named in ours or an IPv4 address
+// on one.
 func concerns(m netlink.Message, ours map[string]bool) bool {
 	var (
 		attrs []byte
 		name  uint16
 	)
 	switch m.Header.Type {
-	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE, unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		return true
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
 		if len(m.Data) < ifinfomsgLen {

@@ -27,8 +27,19 @@ Run the PPTP passthrough gateway in the foreground, logging to stderr as
 procd and systemd expect. It is ready once its control socket exists.
 
 PPTP control connections from the LAN interfaces to TCP port 1723 are
-redirected to a local relay, which connects to the server from the WAN
-address and translates call IDs. GRE is translated in the kernel, by the
+taken to a local relay by tproxy, which connects to the server from the WAN
+address and translates call IDs. The relay's socket keeps the server's
+address, so nothing it sends the client needs NAT: 'nft flush ruleset'
+cannot make it answer from a wrong address. The daemon marks these packets
+with --tproxy-mark (default 0x10000000/0x10000000, a bit that fw4, mwan3 and
+pbr leave alone) and adds a policy rule and a route that deliver marked
+packets locally:
+    ip rule add pref 1723 fwmark 0x10000000/0x10000000 lookup 1723
+    ip route add local 0.0.0.0/0 dev lo table 1723
+(--rule-priority, --route-table), removed again on disable and exit. They are
+not nftables', so a flush of the ruleset leaves them; if they go, the daemon
+adds them again. Bridged LANs need bridged frames kept out of the IP hooks
+(net.bridge.bridge-nf-call-iptables=0, OpenWrt's default). GRE is translated in the kernel, by the
 nftables table the daemon owns (family ip, "pptp_alg" unless --table).
 The firewall must accept that GRE, which conntrack leaves untracked, in its
 forward chain: 'pptp-alg doctor' checks it.
@@ -113,7 +124,37 @@ type daemonConfig struct {
 	fastPath    bool
 	routerCalls bool
 	relayMark   markFlag
-	verbose     bool
+	tproxyMark  maskedMark
+	routeTable  uint
+	// rulePriority is the policy rule's: ip rule's pref.
+	rulePriority uint
+	verbose      bool
+}
+
+// maskedMark is a packet mark within a mask, written MARK or MARK/MASK
+// (hex or decimal); the mask is the mark itself if not given.
+type maskedMark struct{ mark, mask uint32 }
+
+func (m *maskedMark) String() string { return fmt.Sprintf("%#x/%#x", m.mark, m.mask) }
+
+func (m *maskedMark) Set(s string) error {
+	bad := errors.New("want a nonzero 32-bit mark, optionally /MASK, such as 0x10000000 or 0x100/0xf00")
+	ms, ks, masked := strings.Cut(s, "/")
+	mark, err := strconv.ParseUint(ms, 0, 32)
+	if err != nil || mark == 0 {
+		return bad
+	}
+	mask := mark
+	if masked {
+		if mask, err = strconv.ParseUint(ks, 0, 32); err != nil {
+			return bad
+		}
+	}
+	if mark&^mask != 0 {
+		return errors.New("the mark has bits outside its mask")
+	}
+	*m = maskedMark{uint32(mark), uint32(mask)}
+	return nil
 }
 
 // markFlag is a packet mark, printed and parsed as hex (0x...) or decimal.
@@ -132,12 +173,13 @@ func (m *markFlag) Set(s string) error {
 
 // parseRunFlags parses run's flags; done means --help was printed.
 func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool, err error) {
-	cfg = daemonConfig{limits: alg.DefaultLimits, relayMark: defaultRelayMark}
+	cfg = daemonConfig{limits: alg.DefaultLimits, relayMark: defaultRelayMark,
+		tproxyMark: maskedMark{nat.DefaultTProxyMark, nat.DefaultTProxyMark}}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	lan := fs.String("lan", "", "LAN `interfaces`, comma-separated (required)")
 	fs.StringVar(&cfg.wan, "wan", "", "WAN `interface` (required); its first IPv4 address is the NAT address")
 	fs.StringVar(&cfg.socket, "socket", defaultSocket, "control socket `path`")
-	fs.UintVar(&cfg.relayPort, "relay-port", 1724, "local TCP `port` the control connections are redirected to")
+	fs.UintVar(&cfg.relayPort, "relay-port", 1724, "local TCP `port` the relay listens on (tproxy and the router's own redirect take control connections there)")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 5*time.Minute, "release a call whose GRE has been idle this `long`")
 	fs.DurationVar(&cfg.controlIdle, "control-idle-timeout", alg.DefaultControlIdleTimeout,
 		"close a control connection whose client or server has sent nothing this `long` (live peers echo every 60s)")
@@ -149,6 +191,9 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.BoolVar(&cfg.routerCalls, "router-calls", true,
 		"relay the router's own PPTP connections out of the WAN too, so its calls and the LAN's never collide (--router-calls=false: they go direct)")
 	fs.Var(&cfg.relayMark, "relay-mark", "packet mark `bit(s)` on the relay's own connections to servers, which the redirect of the router's own connections passes by")
+	fs.Var(&cfg.tproxyMark, "tproxy-mark", "packet mark `bits[/mask]` on the LAN's control connections taken to the relay, which route them to it")
+	fs.UintVar(&cfg.routeTable, "route-table", nat.DefaultRouteTable, "routing `table` that delivers marked control connections to the relay")
+	fs.UintVar(&cfg.rulePriority, "rule-priority", nat.DefaultRulePriority, "`priority` (ip rule pref) of the policy rule that looks up --route-table")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
@@ -167,6 +212,12 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 		return cfg, true, usagef("run: --relay-port must be 1-65535 and not 1723")
 	case cfg.limits.ConnsPerClient < 1 || cfg.limits.CallsPerClient < 1 || cfg.limits.Calls < 1:
 		return cfg, true, usagef("run: limits must be at least 1")
+	case cfg.routeTable == 0 || cfg.routeTable > 1<<32-1 || (cfg.routeTable >= 252 && cfg.routeTable <= 255):
+		return cfg, true, usagef("run: --route-table must be 1-4294967295 and not one of the kernel's 252-255")
+	case cfg.rulePriority == 0 || cfg.rulePriority >= 32766:
+		return cfg, true, usagef("run: --rule-priority must be 1-32765, before the main table's rule")
+	case uint32(cfg.relayMark)&cfg.tproxyMark.mask == cfg.tproxyMark.mark:
+		return cfg, true, usagef("run: --relay-mark must not carry --tproxy-mark (the relay's connections would be routed to itself)")
 	case cfg.idleTimeout < time.Second:
 		return cfg, true, usagef("run: --idle-timeout must be at least 1s")
 	case cfg.controlIdle < time.Second:
@@ -294,7 +345,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		return false, fmt.Errorf("netlink notifications: %w", err)
 	}
 	// Listen before installing the redirect, so no connection is lost to it.
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: int(d.cfg.relayPort)})
+	ln, err := d.router.ListenRelay(int(d.cfg.relayPort))
 	if err != nil {
 		ev.close()
 		return false, fmt.Errorf("relay: %w", err)
@@ -303,11 +354,13 @@ func (d *daemon) enable() (changed bool, err error) {
 		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
 		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort), FastPath: d.cfg.fastPath,
 		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
+		TProxyMark: d.cfg.tproxyMark.mark, TProxyMask: d.cfg.tproxyMark.mask,
+		RouteTable: uint32(d.cfg.routeTable), RulePriority: uint32(d.cfg.rulePriority),
 	})
 	if err != nil {
 		ln.Close()
 		ev.close()
-		return false, fmt.Errorf("nftables: %w (needs root and nf_tables with maps, concatenations, notrack, redirect)", err)
+		return false, fmt.Errorf("nftables: %w (needs root and nf_tables with maps, concatenations, notrack, redirect, tproxy; policy routing)", err)
 	}
 	d.wanAddr.Store(&wanAddr)
 	d.plane = plane
@@ -411,6 +464,20 @@ func (d *daemon) warnRuleset() {
 	if ok, detail, fix := forwardFinding(rs); !ok {
 		d.log.Warn("the firewall drops forwarded PPTP GRE", "where", detail, "fix", fix)
 	}
+	if bridgeNetfilterOn() {
+		d.log.Warn("bridged frames pass the IP hooks (net.bridge.bridge-nf-call-iptables=1): "+
+			"control connections from a bridged LAN lose tproxy's socket and are refused",
+			"fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
+	}
+}
+
+// bridgeNetfilterOn reports whether br_netfilter passes bridged IPv4 frames
+// through the IP hooks in this network namespace. It then runs prerouting
+// before the bridge hands a frame up, and the IP layer drops the socket
+// that tproxy gave the packet.
+func bridgeNetfilterOn() bool {
+	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // checkNoKernelHelper refuses a control connection the kernel's PPTP
@@ -421,5 +488,5 @@ func checkNoKernelHelper(r router, client, dst netip.AddrPort) error {
 		return err
 	}
 	return fmt.Errorf("the kernel %q helper is assigned to this connection; stop assigning it to tcp/1723 "+
-		"before pptp-alg's redirect ('pptp-alg doctor' shows where; on OpenWrt fw4: %s)", helper, fixHelperFW4)
+		"in the output or input hook, where it meets the router's own relayed connections ('pptp-alg doctor' shows where; on OpenWrt fw4: %s)", helper, fixHelperFW4)
 }

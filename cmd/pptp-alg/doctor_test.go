@@ -27,8 +27,8 @@ var (
 	}
 	fw4Helper = nat.HelperRule{Table: "inet fw4", Chain: "helper_lan",
 		From: []nat.BaseChain{{Table: "inet fw4", Chain: "prerouting", Hook: "prerouting", Priority: 0, Policy: "accept"}}}
-	earlyHelper = nat.HelperRule{Table: "ip mine", Chain: "pre",
-		From: []nat.BaseChain{{Table: "ip mine", Chain: "pre", Hook: "prerouting", Priority: -150, Policy: "accept"}}}
+	earlyHelper = nat.HelperRule{Table: "ip mine", Chain: "out",
+		From: []nat.BaseChain{{Table: "ip mine", Chain: "out", Hook: "output", Priority: -150, Policy: "accept"}}}
 )
 
 // healthy is a router where every check passes; each case changes it.
@@ -49,7 +49,7 @@ func healthy() system {
 func TestDiagnose(t *testing.T) {
 	okLines := []string{
 		"ok    nftables: the ruleset is readable",
-		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib",
+		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib, tproxy",
 		"ok    fast path features: netdev family, fwd",
 		"ok    ctnetlink: the conntrack table is readable",
 		"ok    IPv4 forwarding: on",
@@ -78,15 +78,15 @@ func TestDiagnose(t *testing.T) {
 				return nat.Ruleset{PPTPHelper: []nat.HelperRule{fw4Helper}, Forward: []nat.ForwardChain{fw4Forward}}, nil
 			}
 		}, with(5,
-			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server",
+			"FAIL  kernel PPTP helper: assigned in inet fw4 chain helper_lan (prerouting priority 0): it never sees the connections pptp-alg relays, so relayed tunnels work, but it carries PPTP while pptp-alg is stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server",
 			"      fix: fw4 assigns it to zone lan: "+fixHelperFW4)},
 		{"two helper rules", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) {
 				return nat.Ruleset{PPTPHelper: []nat.HelperRule{earlyHelper, {Table: "ip mine", Chain: "orphan"}}, Forward: []nat.ForwardChain{fw4Forward}}, nil
 			}
 		}, with(5,
-			"FAIL  kernel PPTP helper: assigned in ip mine chain pre (prerouting priority -150): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
-			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain pre (nft -a list chain ip mine pre shows its handle)`,
+			"FAIL  kernel PPTP helper: assigned in ip mine chain out (output priority -150): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
+			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain out (nft -a list chain ip mine out shows its handle)`,
 			"FAIL  kernel PPTP helper: assigned in ip mine chain orphan (reached from no base chain pptp-alg can follow): it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail",
 			`      fix: delete the rule that sets ct helper "pptp" in ip mine chain orphan (nft -a list chain ip mine orphan shows its handle)`)},
 		{"fw4 without the include", func(s *system) {

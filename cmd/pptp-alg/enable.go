@@ -42,8 +42,8 @@ var enableHelp = help{
 	synopsis: "pptp-alg enable [--socket PATH]",
 	about: `
 Turn translation back on after 'pptp-alg disable', without a restart: the
-daemon installs its nftables table again (the redirect of LAN tcp/1723 to
-its relay, and the GRE maps) and accepts control connections. Tunnels
+daemon installs its nftables table again (the tproxy of LAN tcp/1723 to
+its relay, and the GRE maps) and its policy rule and accepts control connections. Tunnels
 opened while it was disabled were carried by whatever the firewall does
 instead (the kernel's PPTP helper, if assigned); their GRE is none of
 pptp-alg's and goes on as before, unless a new relayed call takes one's
@@ -60,9 +60,9 @@ var disableHelp = help{
 	synopsis: "pptp-alg disable [--socket PATH]",
 	about: `
 Stop translating PPTP without stopping the daemon: it closes every relayed
-control connection, releasing their calls, and deletes its nftables table,
-so no rule of its own is left. New control connections are no longer
-redirected: PPTP falls back to whatever the firewall does (with fw4 and no
+control connection, releasing their calls, and deletes its nftables table
+and its policy rule and route, so no rule of its own is left. New control
+connections are no longer relayed: PPTP falls back to whatever the firewall does (with fw4 and no
 kernel helper, that means no LAN tunnel works; the router's own PPTP
 client then needs an Allow-GRE rule). 'pptp-alg enable' brings
 everything back. The daemon keeps running and answering status. Disabling

@@ -45,14 +45,14 @@ func helperWhere(h nat.HelperRule) string {
 }
 
 // helperEffect says what the assignment does to pptp-alg. Measured in the
-// lab: fw4's assignment (prerouting, priority filter, tcp dport 1723) never
-// lands on a relayed connection, since the redirect at dstnat - 5 has
-// already made its port the relay's.
+// lab: an assignment in prerouting (fw4's, priority filter, tcp dport 1723)
+// never lands on a relayed LAN connection, which relay_prerouting leaves
+// untracked at priority raw.
 func helperEffect(h nat.HelperRule) string {
 	if h.SeesRelayedConnections() {
 		return "it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail"
 	}
-	return "it runs after pptp-alg's redirect, so relayed tunnels work, but it carries PPTP while pptp-alg is " +
+	return "it never sees the connections pptp-alg relays, so relayed tunnels work, but it carries PPTP while pptp-alg is " +
 		"stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server"
 }
 
@@ -104,6 +104,7 @@ var openwrtPackage = map[string]string{
 	"notrack":       "kmod-nft-core",
 	"nat chains":    "kmod-nft-nat",
 	"redirect":      "kmod-nft-nat",
+	"tproxy":        "kmod-nft-tproxy",
 	"netdev family": "kmod-nft-netdev",
 	"fwd":           "kmod-nft-netdev",
 }

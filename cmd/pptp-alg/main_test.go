@@ -107,6 +107,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--control-idle-timeout", "0s"}, "run: --control-idle-timeout must be at least 1s"},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "extra"}, `run: unexpected argument "extra"`},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--relay-mark", "0"}, "want a nonzero 32-bit mark"},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--tproxy-mark", "0x1100/0xf00"}, "the mark has bits outside its mask"},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--relay-mark", "0x10000000"}, "--relay-mark must not carry --tproxy-mark"},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--route-table", "254"}, "--route-table must be"},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--rule-priority", "32766"}, "--rule-priority must be"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &stdout, &stderr)
@@ -124,6 +128,7 @@ func TestParseRunFlags(t *testing.T) {
 		lan: []string{"br-lan"}, wan: "wan", socket: defaultSocket, relayPort: 1724,
 		idleTimeout: 5 * time.Minute, controlIdle: alg.DefaultControlIdleTimeout, limits: alg.DefaultLimits, table: "pptp_alg",
 		fastPath: true, routerCalls: true, relayMark: defaultRelayMark,
+		tproxyMark: maskedMark{0x10000000, 0x10000000}, routeTable: 1723, rulePriority: 1723,
 	}
 	for _, tc := range []struct {
 		name string
@@ -136,12 +141,14 @@ func TestParseRunFlags(t *testing.T) {
 			func(c *daemonConfig) { c.lan = []string{"br-lan", "br-guest"} }},
 		{"everything", []string{"--lan=br-lan", "--wan=pppoe-wan", "--socket=/tmp/s", "--relay-port=2000",
 			"--idle-timeout=10m", "--control-idle-timeout=1m", "--max-conns-per-client=2", "--max-calls-per-client=3",
-			"--max-calls=4", "--table=t", "--fast-path=false", "--router-calls=false", "--relay-mark=0x10", "--verbose"},
+			"--max-calls=4", "--table=t", "--fast-path=false", "--router-calls=false", "--relay-mark=0x10",
+			"--tproxy-mark=0x100/0xf00", "--route-table=100", "--rule-priority=99", "--verbose"},
 			func(c *daemonConfig) {
 				c.wan, c.socket, c.relayPort, c.idleTimeout, c.controlIdle = "pppoe-wan", "/tmp/s", 2000, 10*time.Minute, time.Minute
 				c.limits = alg.Limits{ConnsPerClient: 2, CallsPerClient: 3, Calls: 4}
 				c.table, c.fastPath, c.verbose = "t", false, true
 				c.routerCalls, c.relayMark = false, 0x10
+				c.tproxyMark, c.routeTable, c.rulePriority = maskedMark{0x100, 0xf00}, 100, 99
 			}},
 	} {
 		want := def
@@ -153,7 +160,7 @@ func TestParseRunFlags(t *testing.T) {
 			t.Errorf("%s: done %v, %v", tc.name, done, err)
 			continue
 		}
-		if diff := cmp.Diff(want, got, cmp.AllowUnexported(daemonConfig{})); diff != "" {
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(daemonConfig{}, maskedMark{})); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
 		}
 	}

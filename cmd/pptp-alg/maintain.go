@@ -54,6 +54,7 @@ func (d *daemon) maintain(ctx context.Context, ev *events) error {
 				recheckWAN = time.After(time.Second)
 			}
 			d.checkFastPath()
+			d.checkRoute()
 		case <-recheckWAN:
 			recheckWAN = nil
 			d.closeOldConnections(*d.wanAddr.Load())
@@ -139,6 +140,17 @@ func (d *daemon) checkFastPath() {
 		return
 	}
 	d.log.Info("GRE fast path rebuilt", "calls", d.table.Len(), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// checkRoute adds the policy rule and route that take tproxied control
+// connections to the relay again, if something removed them.
+func (d *daemon) checkRoute() {
+	restored, err := d.plane.CheckRoute()
+	if err != nil {
+		d.log.Error("restore the tproxy rule and route", "err", err)
+	} else if restored {
+		d.log.Warn("tproxy rule or route was gone; added again")
+	}
 }
 
 // logFastPath says once, at enable, whether GRE takes the fast path.

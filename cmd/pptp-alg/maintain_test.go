@@ -58,6 +58,10 @@ func (r *fakeRouter) Watch(string, []string) (*events, error) {
 
 func (r *fakeRouter) OriginalDst(net.Conn) (netip.AddrPort, error) { return r.pac, nil }
 
+func (r *fakeRouter) ListenRelay(port int) (*net.TCPListener, error) {
+	return net.ListenTCP("tcp4", &net.TCPAddr{Port: port})
+}
+
 func (r *fakeRouter) Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialTCP(ctx, "tcp4", netip.AddrPortFrom(local, 0), server)
@@ -141,6 +145,7 @@ func (p *fakePlane) CheckFastPath() (bool, error) {
 	return false, nil
 }
 
+func (p *fakePlane) CheckRoute() (bool, error)      { return false, nil }
 func (p *fakePlane) FastPathStale() bool            { return false }
 func (p *fakePlane) FastPath() (on bool, why error) { return true, nil }
 

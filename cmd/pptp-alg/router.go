@@ -25,9 +25,12 @@ type router interface {
 	// OpenPlane installs the nftables tables for cfg.
 	OpenPlane(cfg nat.Config) (kernelPlane, error)
 	// Watch subscribes to deletions from the tables named table, and to
-	// changes of the links named, their IPv4 addresses, and routes.
+	// changes of the links named, their IPv4 addresses, routes and policy
+	// rules.
 	Watch(table string, links []string) (*events, error)
-	// OriginalDst says where a redirected connection was going.
+	// ListenRelay opens the relay's listening socket.
+	ListenRelay(port int) (*net.TCPListener, error)
+	// OriginalDst says where a relayed connection was going.
 	OriginalDst(c net.Conn) (netip.AddrPort, error)
 	// Dial connects to a server from the local address.
 	Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error)
@@ -42,6 +45,7 @@ type kernelPlane interface {
 	Reinstall() error
 	SetWANAddr(a netip.Addr) error
 	CheckFastPath() (rebuilt bool, err error)
+	CheckRoute() (restored bool, err error)
 	FastPathStale() bool
 	FastPath() (on bool, why error)
 	Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) error
@@ -68,7 +72,46 @@ func (hostRouter) InterfaceIPv4(name string) (netip.Addr, error) { return interf
 
 func (hostRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) { return nat.Open(cfg) }
 
-func (hostRouter) OriginalDst(c net.Conn) (netip.AddrPort, error) { return conntrack.OriginalDst(c) }
+// ListenRelay listens on every address, transparently (IP_TRANSPARENT):
+// tproxy hands the relay the LAN's connections to servers, whose accepted
+// sockets then keep the server's address as their own.
+func (hostRouter) ListenRelay(port int) (*net.TCPListener, error) {
+	// ListenTCP with an address, not ListenConfig with a string, which
+	// would bring in the name resolver. The option may come after listen:
+	// tproxy checks it when it looks the socket up, and accepted sockets
+	// inherit it.
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: port})
+	if err != nil {
+		return nil, err
+	}
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+	}); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		ln.Close()
+		return nil, fmt.Errorf("relay socket: IP_TRANSPARENT: %w", serr)
+	}
+	return ln, nil
+}
+
+// OriginalDst: a LAN connection came by tproxy, and its socket's own
+// address is the server's. The router's own connections came by the
+// output hook's redirect to the loopback, which conntrack remembers.
+func (hostRouter) OriginalDst(c net.Conn) (netip.AddrPort, error) {
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	if a := local.Addr().Unmap(); !a.IsLoopback() {
+		return netip.AddrPortFrom(a, local.Port()), nil
+	}
+	return conntrack.OriginalDst(c)
+}
 
 func (r hostRouter) KernelHelper(client, dst netip.AddrPort) (string, error) {
 	return r.tracker.Helper(client, dst)

@@ -90,7 +90,7 @@ func TestGuestInputReject(t *testing.T) {
 	// Without the include's rule the same tunnel is refused.
 	var handle string
 	for line := range strings.Lines(r.nft(t, "-a", "list", "chain", "inet", "fw4", "input")) {
-		if strings.Contains(line, "pptp-alg: PPTP control connections redirected to its relay") {
+		if strings.Contains(line, "pptp-alg: PPTP control connections taken to its relay by tproxy") {
 			_, handle, _ = strings.Cut(strings.TrimSpace(line), "# handle ")
 		}
 	}

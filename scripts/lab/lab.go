@@ -293,6 +293,19 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("lab: ip_forward: %w", err)
 	}
+	// OpenWrt leaves bridged frames out of the IP hooks (its sysctl.d sets
+	// bridge-nf-call-iptables to 0); Debian's kernel, with br_netfilter
+	// built in, passes them by default, which takes tproxy's socket from
+	// the router's LAN packets. The setting is per network namespace.
+	if err := l.Do(l.Router, func() error {
+		err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-iptables", []byte("0\n"), 0)
+		if errors.Is(err, os.ErrNotExist) { // no br_netfilter: nothing to turn off
+			return nil
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("lab: bridge-nf-call-iptables: %w", err)
+	}
 
 	// No default route on the server: it must never learn LAN addresses.
 	s := fmt.Sprintf("link set lo up\naddr add %s/%d dev %s\nlink set %s up\n",
