@@ -70,7 +70,7 @@ function statusRows(reply) {
 			rows.push([ _('Kernel PPTP helper'), E([], [
 				_('Assigned in %s').format(h.where), E('br'),
 				h.sees_relayed_connections ? _('It can land on relayed connections, which then fail.')
-					: _('It runs after pptp-alg\'s redirect: relayed tunnels work.'),
+					: _('It never sees the connections pptp-alg relays: relayed tunnels work.'),
 				E('br'), _('Fix: %s').format(h.fix)
 			]) ]);
 		});
