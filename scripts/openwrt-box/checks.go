@@ -184,7 +184,7 @@ func checkNetwork(ctx context.Context, b *box, s *state) error {
 		return fmt.Errorf("want lan on br-lan with ports lan1 lan2, wan on wan by DHCP; got:\n%s", out)
 	}
 	// The LAN reaches the WAN through fw4's masquerading.
-	if o, err := exec.CommandContext(ctx, "ip", "netns", "exec", b.hosts["h1"].ns, "busybox", "ping", "-c", "1", "-W", "3", serverAddr).CombinedOutput(); err != nil {
+	if o, err := exec.CommandContext(ctx, "ip", "netns", "exec", b.hosts["h1"].ns, "busybox", "ping", "-c", "3", "-W", "2", serverAddr).CombinedOutput(); err != nil {
 		return fmt.Errorf("h1 cannot ping the server through the box: %v\n%s", err, o)
 	}
 	return nil
@@ -240,7 +240,7 @@ EOF
 		return err
 	}
 	for _, h := range []string{"o1", "g1"} {
-		if o, err := exec.CommandContext(ctx, "ip", "netns", "exec", b.hosts[h].ns, "busybox", "ping", "-c", "1", "-W", "3", serverAddr).CombinedOutput(); err != nil {
+		if o, err := exec.CommandContext(ctx, "ip", "netns", "exec", b.hosts[h].ns, "busybox", "ping", "-c", "3", "-W", "2", serverAddr).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s cannot ping the server through the box: %v\n%s", h, err, o)
 		}
 	}
@@ -585,7 +585,7 @@ func checkSecondLanBounce(ctx context.Context, b *box, s *state) error {
 	if _, err := b.sh(ctx, "uci add_list pptp-alg.main.lan=office; uci commit pptp-alg; reload_config"); err != nil {
 		return err
 	}
-	if _, err := b.waitRunning(ctx, 20*time.Second, "lan3"); err != nil {
+	if _, err := b.waitRunning(ctx, 15*time.Second, "lan3"); err != nil {
 		return err
 	}
 	o1, err := b.tunnel(ctx, b.hosts["o1"], 10)
@@ -593,10 +593,13 @@ func checkSecondLanBounce(ctx context.Context, b *box, s *state) error {
 		return fmt.Errorf("office host's tunnel: %w", err)
 	}
 	o1.close()
-	if s.h1 == nil {
-		if s.h1, err = b.tunnel(ctx, b.hosts["h1"], 10); err != nil {
-			return fmt.Errorf("h1's tunnel: %w", err)
-		}
+	// Adding office restarted the daemon, which may have ended h1's call:
+	// a new one, on the first LAN.
+	if s.h1 != nil {
+		s.h1.close()
+	}
+	if s.h1, err = b.tunnel(ctx, b.hosts["h1"], 10); err != nil {
+		return fmt.Errorf("h1's tunnel: %w", err)
 	}
 	pid := b.daemonPID(ctx)
 	if _, err := b.sh(ctx, "ifdown office; sleep 2; ifup office"); err != nil {

@@ -85,9 +85,10 @@ try {
 			const done = await Promise.race([
 				page.waitForFunction(() => /Configuration changes (have been )?applied|No changes to apply/i.test(document.body.innerText),
 					null, { timeout: 60000 }).then(() => 'applied'),
+				// LuCI refuses in a "Save error" dialog or a notification.
 				page.waitForFunction(() => /invalid|Some fields are/i.test(
-					Array.from(document.querySelectorAll('.alert-message, .cbi-section-error, .cbi-value-error, [data-tooltip]'))
-						.map((e) => e.innerText + ' ' + (e.getAttribute('data-tooltip') || '')).join(' ')),
+					Array.from(document.querySelectorAll('.modal, .alert-message, .cbi-section-error, .cbi-value-error'))
+						.map((e) => e.innerText).join(' ')),
 					null, { timeout: 60000 }).then(() => 'refused'),
 			]).catch((e) => 'timeout: ' + e.message);
 			r.outcome = done;

@@ -26,6 +26,7 @@ type work struct {
 	tmp  string // TMPDIR for everything this run starts
 
 	modcache string // Go's module cache
+	gocache  string // Go's build cache
 	lock     *os.File
 }
 
@@ -49,13 +50,18 @@ func openWork(dir, repo string) (*work, error) {
 		return nil, fmt.Errorf("%s is in use by another run", dir)
 	}
 	w := &work{dir: dir, repo: repo, lock: lock}
-	// Go's module cache (filled by scripts/deps.sh) is read where it is;
-	// HOME moves into the run directory below.
-	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	// Go's module cache (filled by scripts/deps.sh) and build cache (which
+	// `go run` of this command uses already) stay where they are; HOME
+	// moves into the run directory below.
+	out, err := exec.Command("go", "env", "GOMODCACHE", "GOCACHE").Output()
 	if err != nil {
-		return nil, fmt.Errorf("go env GOMODCACHE: %w", err)
+		return nil, fmt.Errorf("go env: %w", err)
 	}
-	w.modcache = strings.TrimSpace(string(out))
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return nil, fmt.Errorf("go env GOMODCACHE GOCACHE: %q", out)
+	}
+	w.modcache, w.gocache = f[0], f[1]
 	w.run = filepath.Join(dir, "runs", time.Now().UTC().Format("20060102T150405Z"))
 	w.tmp = filepath.Join(w.run, "tmp")
 	if err := os.MkdirAll(w.tmp, 0o755); err != nil {
@@ -87,8 +93,8 @@ func (w *work) close() {
 // npm's cache and Chromium's profile stay in the work directory.
 func (w *work) env() []string {
 	return append(os.Environ(),
-		"GOCACHE="+filepath.Join(w.dir, "go-cache"),
 		"GOMODCACHE="+w.modcache,
+		"GOCACHE="+w.gocache,
 		"TMPDIR="+w.tmp,
 		"HOME="+filepath.Join(w.run, "home"),
 		"npm_config_cache="+filepath.Join(w.dir, "npm-cache"),
