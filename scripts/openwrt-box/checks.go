@@ -84,10 +84,11 @@ func runChecks(ctx context.Context, b *box, filter *regexp.Regexp) (passed, fail
 
 // --- helpers -------------------------------------------------------------------
 
-// daemonPID returns the PID (in the box) of the running pptp-alg daemon, or
-// 0.
+// daemonPID returns the PID (in the box) of the running pptp-alg daemon
+// (`pptp-alg run`, not a CLI command of LuCI's rpcd plugin), or 0.
 func (b *box) daemonPID(ctx context.Context) int {
-	out, _ := b.sh(ctx, "pidof pptp-alg")
+	out, _ := b.sh(ctx, `for p in $(pidof pptp-alg); do
+		tr '\0' ' ' </proc/$p/cmdline | grep -q '^[^ ]*pptp-alg run ' && echo $p; done`)
 	f := strings.Fields(out)
 	if len(f) == 0 {
 		return 0
