@@ -39,6 +39,12 @@ step() {
 	esac
 }
 
+# openwrt_box runs the box's checks; a built binary, not go run, so that its
+# exit status 77 (no sources here: skipped) reaches step.
+openwrt_box() {
+	go build -o "$log/openwrt-box" ./scripts/openwrt-box && "$log/openwrt-box"
+}
+
 gofmt_clean() {
 	local out
 	out=$(gofmt -l alg nat conntrack cmd scripts)
@@ -76,7 +82,7 @@ step "fuzz targets, $fuzztime each" fuzz_all
 step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7
 step "unit tests on linux/mips, big-endian (qemu)" cross mips qemu-mips-static GOMIPS=softfloat
 step "kernel tests and the daemon on a real ARM kernel (qemu-system-arm)" scripts/armvm/run.sh
-step "the packages on an OpenWrt userland built from source (scripts/openwrt-box)" go run ./scripts/openwrt-box
+step "the packages on an OpenWrt userland built from source (scripts/openwrt-box)" openwrt_box
 
 echo
 if [ "$skipped" -gt 0 ]; then
