@@ -98,7 +98,7 @@ function harness(replies, opts) {
 	};
 	const uci = { load: () => Promise.resolve(), get: (c, s, o) => opts.uciEnabled };
 	const env = {
-		E, L, rpc, form, ui, uci, _: (s) => s,
+		E, L, rpc, form, ui, uci, _: (s) => s, N_: (n, one, many) => (n == 1 ? one : many),
 		view: { extend: (o) => o }, baseclass: { extend: (o) => o },
 		poll: { add: () => {} }, widgets: { NetworkSelect: 'NetworkSelect' },
 		cbi_update_table: (table, rows, placeholder) => { table.rows = rows; table.placeholder = rows.length ? null : placeholder; }

@@ -15,6 +15,13 @@
 // sees it all with the buttons disabled.
 
 const callStatus = rpc.declare({ object: 'luci.pptp-alg', method: 'status' });
+
+// carrying says how many control connections and calls, in words.
+function carrying(d) {
+	const conns = d.control_connections || 0, calls = d.calls || 0;
+	return '%s, %s'.format(N_(conns, '%d control connection', '%d control connections').format(conns),
+		N_(calls, '%d call', '%d calls').format(calls));
+}
 const callMappings = rpc.declare({ object: 'luci.pptp-alg', method: 'mappings', params: [ 'offset', 'limit' ] });
 const callDoctor = rpc.declare({ object: 'luci.pptp-alg', method: 'doctor' });
 const callLog = rpc.declare({ object: 'luci.pptp-alg', method: 'log' });
@@ -53,7 +60,7 @@ function statusRows(reply) {
 		: _('Paused: PPTP passes untranslated until you resume or the service restarts') ]);
 	rows.push([ _('LAN interfaces'), (d.lan || []).join(', ') || '-' ]);
 	rows.push([ _('WAN interface'), d.wan_addr ? _('%s, address %s').format(d.wan, d.wan_addr) : _('%s, no address in use').format(d.wan) ]);
-	rows.push([ _('Carrying'), _('%d control connections, %d calls').format(d.control_connections || 0, d.calls || 0) ]);
+	rows.push([ _('Carrying'), carrying(d) ]);
 	if (d.fast_path)
 		rows.push([ _('GRE fast path'), _('On: known calls are forwarded from the interfaces\' ingress') ]);
 	else if (!d.enabled)

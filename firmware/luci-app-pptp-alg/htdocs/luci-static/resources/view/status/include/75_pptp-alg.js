@@ -8,6 +8,13 @@
 
 const callStatus = rpc.declare({ object: 'luci.pptp-alg', method: 'status' });
 
+// carrying says how many control connections and calls, in words.
+function carrying(d) {
+	const conns = d.control_connections || 0, calls = d.calls || 0;
+	return '%s, %s'.format(N_(conns, '%d control connection', '%d control connections').format(conns),
+		N_(calls, '%d call', '%d calls').format(calls));
+}
+
 return baseclass.extend({
 	title: _('VPN Passthrough'),
 
@@ -26,7 +33,7 @@ return baseclass.extend({
 			rows = [
 				[ _('Service'), d.enabled ? _('Running, translating PPTP') : _('Running, paused') ],
 				[ _('WAN address'), d.wan_addr || _('none') ],
-				[ _('Carrying'), _('%d control connections, %d calls').format(d.control_connections || 0, d.calls || 0) ],
+				[ _('Carrying'), carrying(d) ],
 				[ _('GRE fast path'), d.fast_path ? _('On') : _('Off') ]
 			];
 		if (reply.running && (d.kernel_pptp_helper || []).length)
