@@ -149,6 +149,12 @@ cat >"$root/etc/board.json" <<'J'
 	}
 }
 J
+# Bridged traffic skips iptables/nftables' inet hooks on OpenWrt: its
+# kmod-br-netfilter, where installed, ships these settings. The host's
+# kernel has br_netfilter loaded, and a new namespace starts with them on.
+mkdir -p "$root/etc/sysctl.d"
+printf 'net.bridge.bridge-nf-call-%s=0\n' arptables ip6tables iptables >"$root/etc/sysctl.d/11-br-netfilter.conf"
+
 # LuCI's login: root with the password "box".
 hash=$(openssl passwd -6 -salt pptpalgbox box)
 sed -i "s|^root:[^:]*:|root:$hash:|" "$root/etc/shadow"
