@@ -30,17 +30,18 @@ daemon. It changes nothing. Run it as root on the router.
   nftables            the ruleset can be read (root, nf_tables)
   nftables features   the kernel has what the daemon's table uses: maps
                       with concatenated keys and counters, notrack, nat
-                      chains, redirect, fib (tried in a batch the kernel
-                      checks and then refuses: it commits nothing)
+                      chains, redirect, fib, tproxy (tried in a batch the
+                      kernel checks and then refuses: it commits nothing)
   fast path features  the kernel has nftables' netdev family and fwd,
                       which the GRE fast path uses
   ctnetlink           the conntrack table can be read
   IPv4 forwarding     net.ipv4.ip_forward is on
   kernel PPTP helper  no rule assigns the kernel's own PPTP helper
                       (nf_conntrack_pptp): it carries PPTP when pptp-alg
-                      does not, and can land on connections pptp-alg
-                      relays, which it then refuses. On OpenWrt fw4
-                      assigns it once kmod-nf-nathelper-extra is installed
+                      does not, and in the input or output hook can land
+                      on the router's own relayed connections, which
+                      pptp-alg then refuses. On OpenWrt fw4 assigns it
+                      once kmod-nf-nathelper-extra is installed
   forwarded GRE       every forward chain accepts the untracked GRE that
                       pptp-alg translates (on OpenWrt, pptp-alg's fw4
                       include does), or has policy accept

@@ -102,3 +102,32 @@ func TestGuestInputReject(t *testing.T) {
 		t.Errorf("without the include's rule the tunnel still worked: %v", lines)
 	}
 }
+
+// TestBridgeNetfilter: with br_netfilter passing bridged frames through the
+// IP hooks (bridge-nf-call-iptables=1, which OpenWrt does not do), tproxy's
+// socket is lost before the LAN's packets reach the relay: the daemon says
+// so when it enables, and a tunnel from the bridged LAN fails; with the
+// setting back at 0 it works.
+func TestBridgeNetfilter(t *testing.T) {
+	r := newRouter(t, 1, lab.FirewallFW4)
+	set := func(v string) {
+		t.Helper()
+		if _, err := r.Run(context.Background(), r.Router, "sysctl", "-w", "net.bridge.bridge-nf-call-iptables="+v); err != nil {
+			t.Skipf("no br_netfilter here: %v", err)
+		}
+	}
+	set("1")
+	r.mustCLI(t, "disable")
+	r.mustCLI(t, "enable")
+	r.waitLog(t, regexp.MustCompile(`level=WARN msg="bridged frames pass the IP hooks \(net\.bridge\.bridge-nf-call-iptables=1\)[^"]*" fix="sysctl -w net\.bridge\.bridge-nf-call-iptables=0`))
+	r.startSimServer(t, "--early-gre")
+	if lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear"); err == nil {
+		t.Errorf("a tunnel from the bridged LAN worked with bridge-nf-call-iptables=1: %v", lines)
+	}
+	set("0")
+	lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear")
+	if err != nil {
+		t.Fatalf("with bridge-nf-call-iptables=0: %v\n%v", err, lines)
+	}
+	checkCalls(t, "with bridge-nf-call-iptables=0", lines, 1)
+}
