@@ -77,7 +77,7 @@ block() {
 # names, as a router loads its modules at boot: loading one on demand
 # takes a second or more under TCG.
 preload() {
-	for m in nf_tables nft_ct nft_chain_nat nft_redir nft_fib_ipv4 nft_fwd_netdev nf_conntrack_netlink; do
+	for m in nf_tables nft_ct nft_chain_nat nft_redir nft_fib_ipv4 nft_tproxy nft_fwd_netdev nf_conntrack_netlink; do
 		/sbin/modprobe-gate "$m" 2>/dev/null
 	done
 }
@@ -297,6 +297,7 @@ without nft_ct "nft_ct" "exit2:nft_ct"
 without nft_chain_nat "nft_chain_nat" "exit2:nft_chain_nat"
 without nft_redir "nft_redir" "exit2:nft_redir"
 without nft_fib_ipv4 "nft_fib_ipv4" "exit2:nft_fib_ipv4"
+without nft_tproxy "nft_tproxy" "exit2:nft_tproxy"
 without nf_conntrack_netlink "nf_conntrack_netlink" "exit2:ctnetlink"
 without nft_fwd_netdev "nft_fwd_netdev" "runs:nft_fwd_netdev"
 
