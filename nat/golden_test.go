@@ -1076,3 +1076,110 @@ func TestGoldenCallMark(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) { checkMessages(t, r.take(), s.want) })
 	}
 }
+
+// goldenMsg is the message of goldenOpen whose nft command starts with
+// prefix.
+func goldenMsg(t *testing.T, prefix string) wantMsg {
+	t.Helper()
+	for _, m := range goldenOpen {
+		if strings.HasPrefix(m.nft, prefix) {
+			return m
+		}
+	}
+	t.Fatalf("no message %q in goldenOpen", prefix)
+	return wantMsg{}
+}
+
+var (
+	gRelayRedirectChain = wantMsg{"add chain ip pptp_alg relay_redirect { type nat hook prerouting priority dstnat - 5; policy accept; }", msgNewChain, fCreate, ip(
+		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+		str(unix.NFTA_CHAIN_NAME, "relay_redirect"),
+		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_PRE_ROUTING), u32(unix.NFTA_HOOK_PRIORITY, 0xffffff97)), // -105
+		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
+		str(unix.NFTA_CHAIN_TYPE, "nat"),
+	)}
+	gRelayRedirectRule = wantMsg{"add rule ip pptp_alg relay_redirect iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :11723", msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "relay_redirect"),
+		nest(unix.NFTA_RULE_EXPRESSIONS, gRelayedControl, gRedirect),
+	)}
+	gFlushRelayPre = wantMsg{"flush chain ip pptp_alg relay_prerouting", msgDelRule, fAck, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "relay_prerouting"),
+	)}
+)
+
+// goldenOpenRedirect is goldenOpen with Config.Redirect: the chain
+// relay_redirect and its redirect rule instead of tproxy's rule for new
+// connections.
+func goldenOpenRedirect(t *testing.T) []wantMsg {
+	var out []wantMsg
+	for _, m := range goldenOpen {
+		switch {
+		case strings.HasPrefix(m.nft, "add rule ip pptp_alg relay_prerouting") && strings.Contains(m.nft, "tcp flags syn"):
+			out = append(out, gRelayRedirectRule)
+			continue
+		case strings.HasPrefix(m.nft, "add map ip pptp_alg gre_iifs"):
+			out = append(out, gRelayRedirectChain)
+		}
+		out = append(out, m)
+	}
+	if len(out) != len(goldenOpen)+1 {
+		t.Fatalf("goldenOpenRedirect: %d messages from goldenOpen's %d", len(out), len(goldenOpen))
+	}
+	return out
+}
+
+// TestGoldenRedirect checks the ruleset with LAN control connections taken
+// by the NAT redirect, opened so and switched to and from at run time.
+func TestGoldenRedirect(t *testing.T) {
+	withoutRouting(t)
+	established := goldenMsg(t, "add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local tproxy to :1723")
+	tproxyNew := goldenMsg(t, "add rule ip pptp_alg relay_prerouting iifname @lan_ifaces tcp dport 1723 fib daddr type != local tcp flags syn")
+
+	t.Run("Open", func(t *testing.T) {
+		r := &recorder{}
+		cfg := goldenConfig
+		cfg.Redirect = true
+		p, err := Open(cfg, r.dial())
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		checkMessages(t, r.take(), goldenOpenRedirect(t))
+		if err := p.Reinstall(); err != nil {
+			t.Fatalf("Reinstall: %v", err)
+		}
+		checkMessages(t, r.take(), goldenOpenRedirect(t))
+	})
+	t.Run("SetRedirect", func(t *testing.T) {
+		p, r := openGolden(t)
+		r.take()
+		if err := p.SetRedirect(true); err != nil {
+			t.Fatalf("SetRedirect(true): %v", err)
+		}
+		checkMessages(t, r.take(), []wantMsg{batchBegin, gFlushRelayPre, gRelayRedirectChain, established, gRelayRedirectRule, batchEnd})
+		if err := p.SetRedirect(true); err != nil {
+			t.Fatalf("SetRedirect(true) again: %v", err)
+		}
+		if m := r.take(); len(m) != 0 {
+			t.Errorf("SetRedirect(true) again sent %d messages, want none", len(m))
+		}
+		if err := p.Reinstall(); err != nil {
+			t.Fatalf("Reinstall: %v", err)
+		}
+		checkMessages(t, r.take(), goldenOpenRedirect(t))
+		if err := p.SetRedirect(false); err != nil {
+			t.Fatalf("SetRedirect(false): %v", err)
+		}
+		checkMessages(t, r.take(), []wantMsg{batchBegin, gFlushRelayPre, established, tproxyNew,
+			{"flush chain ip pptp_alg relay_redirect", msgDelRule, fAck, ip(
+				str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+				str(unix.NFTA_RULE_CHAIN, "relay_redirect"),
+			)},
+			{"delete chain ip pptp_alg relay_redirect", nftMsg(unix.NFT_MSG_DELCHAIN), fAck, ip(
+				str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
+				str(unix.NFTA_CHAIN_NAME, "relay_redirect"),
+			)},
+			batchEnd})
+	})
+}

@@ -36,6 +36,11 @@ type Config struct {
 	// mark itself.
 	TProxyMark, TProxyMask   uint32
 	RouteTable, RulePriority uint32
+	// Redirect takes new LAN control connections to the relay by a NAT
+	// redirect instead (chain relay_redirect), for LAN bridges whose frames
+	// pass the IP hooks (bridge-nf-call-iptables=1), where tproxy's socket
+	// is lost. See SetRedirect.
+	Redirect bool
 	// FastPath also installs the netdev table that forwards the GRE of
 	// known calls from ingress (see CheckFastPath). If it cannot be
 	// installed, the ip table carries all GRE and FastPath says why.
@@ -279,6 +284,41 @@ func (p *Plane) Reinstall() error {
 		return fmt.Errorf("nat: reinstall table ip %s: %w", p.cfg.Table, err)
 	}
 	p.fast.refill = false // the caller adds its calls now
+	return nil
+}
+
+// SetRedirect switches how new LAN control connections reach the relay: by
+// a NAT redirect (on) or by tproxy (off), in one batch. Connections the
+// relay already holds by tproxy keep their rule; those it holds by the
+// redirect keep their conntrack NAT.
+//
+//	on:  flush chain relay_prerouting; add rule ... tproxy to :1723 ...;
+//	     add chain relay_redirect; add rule ... redirect to :RELAYPORT
+//	off: flush chain relay_prerouting; add rule ... tproxy to :1723 ...;
+//	     add rule ... tproxy to :RELAYPORT ...; flush chain relay_redirect; delete chain relay_redirect
+func (p *Plane) SetRedirect(on bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Redirect == on {
+		return nil
+	}
+	cfg := p.cfg
+	cfg.Redirect = on
+	p.conn.FlushChain(p.obj.relayPre)
+	if on {
+		p.conn.AddChain(p.obj.relayRedir)
+	}
+	for _, r := range p.obj.relayModeRules(cfg) {
+		p.conn.AddRule(r)
+	}
+	if !on {
+		p.conn.FlushChain(p.obj.relayRedir)
+		p.conn.DelChain(p.obj.relayRedir)
+	}
+	if err := p.settle(p.conn.Flush()); err != nil {
+		return fmt.Errorf("nat: set redirect %v: %w", on, err)
+	}
+	p.cfg.Redirect = on
 	return nil
 }
 

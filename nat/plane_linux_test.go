@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/pptp-alg/pptp-alg/conntrack"
 )
 
 // These tests need root and a real kernel. Each works in network namespaces
@@ -573,14 +575,10 @@ func TestDataPlane(t *testing.T) {
 	}
 }
 
-// TestRelayTProxy: the LAN's control connections reach the relay's
-// transparent listener with their own addresses; the router's own reach it
-// by the redirect.
-func TestRelayTProxy(t *testing.T) {
-	requireKernel(t)
-	r := newRouter(t)
-	r.openPlane(t)
-
+// relayListener listens as the daemon's relay does (transparent, every
+// address, relayPort) in the router's namespace and hands out what it accepts.
+func (r router) relayListener(t *testing.T) <-chan net.Conn {
+	t.Helper()
 	var ln net.Listener
 	if err := r.rtr.do(func() (err error) {
 		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -609,6 +607,17 @@ func TestRelayTProxy(t *testing.T) {
 			accepted <- c
 		}
 	}()
+	return accepted
+}
+
+// TestRelayTProxy: the LAN's control connections reach the relay's
+// transparent listener with their own addresses; the router's own reach it
+// by the redirect.
+func TestRelayTProxy(t *testing.T) {
+	requireKernel(t)
+	r := newRouter(t)
+	r.openPlane(t)
+	accepted := r.relayListener(t)
 
 	dial := func(ns *netns, addr string, timeout time.Duration) error {
 		return ns.do(func() error {
@@ -747,4 +756,60 @@ func BenchmarkAddDeleteCall(b *testing.B) {
 		addCall(b, p, lanHostIP, i, i)
 		deleteCall(b, p, lanHostIP, i)
 	}
+}
+
+// TestRelayRedirect: with Config.Redirect (set at run time), a LAN host's
+// control connection reaches the relay by the NAT redirect, at the router's
+// LAN address, and conntrack knows the server it was going to; switched
+// back, tproxy takes the next one with the server's address.
+func TestRelayRedirect(t *testing.T) {
+	requireKernel(t)
+	r := newRouter(t)
+	p := r.openPlane(t)
+	accepted := r.relayListener(t)
+	dialServer := func(want string, original bool) {
+		t.Helper()
+		if err := r.lan.do(func() error {
+			c, err := net.DialTimeout("tcp4", "203.0.113.2:1723", 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("LAN host to server:1723: %v", err)
+		}
+		select {
+		case c := <-accepted:
+			defer c.Close()
+			if got := c.LocalAddr().String(); got != want {
+				t.Errorf("relay's socket is %s, want %s", got, want)
+			}
+			dst, err := conntrack.OriginalDst(c)
+			switch {
+			case original && (err != nil || dst.String() != "203.0.113.2:1723"):
+				t.Errorf("original destination: %v, %v; want 203.0.113.2:1723", dst, err)
+			case !original && err == nil:
+				t.Errorf("a tproxied connection has an original destination in conntrack: %v", dst)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("relay accepted nothing")
+		}
+	}
+	intact := func(when string) {
+		t.Helper()
+		if ok, err := p.Intact(); !ok || err != nil {
+			t.Errorf("Intact %s: %v, %v", when, ok, err)
+		}
+	}
+
+	if err := p.SetRedirect(true); err != nil {
+		t.Fatalf("SetRedirect(true): %v", err)
+	}
+	intact("in redirect mode")
+	dialServer(fmt.Sprintf("10.200.1.1:%d", relayPort), true)
+	if err := p.SetRedirect(false); err != nil {
+		t.Fatalf("SetRedirect(false): %v", err)
+	}
+	intact("back in tproxy mode")
+	dialServer("203.0.113.2:1723", false)
 }

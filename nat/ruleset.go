@@ -23,6 +23,7 @@ const (
 	chainGREPost    = "gre_postrouting"
 	chainRelayPre   = "relay_prerouting"
 	chainRelayReply = "relay_to_lan"
+	chainRelayRedir = "relay_redirect"
 	chainRelayIn    = "relay_input"
 	chainRelayOut   = "relay_output"
 )
@@ -91,6 +92,7 @@ type objects struct {
 	grePre, greFromWAN, greFromLAN              *nftables.Chain
 	grePost, relayPre, relayIn                  *nftables.Chain
 	relayReply                                  *nftables.Chain
+	relayRedir                                  *nftables.Chain // installed only while Config.Redirect
 	relayOut                                    *nftables.Chain // nil unless Config.RouterCalls
 }
 
@@ -186,6 +188,11 @@ func newObjects(cfg Config) objects {
 			Table: t, Name: chainRelayReply, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookOutput, Priority: prioRaw, Policy: policyAccept,
 		},
+		// chain relay_redirect { type nat hook prerouting priority dstnat - 5; policy accept; }
+		relayRedir: &nftables.Chain{
+			Table: t, Name: chainRelayRedir, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: prioDstNATLess5, Policy: policyAccept,
+		},
 		// chain relay_input { type filter hook input priority filter - 5; policy accept; }
 		relayIn: &nftables.Chain{
 			Table: t, Name: chainRelayIn, Type: nftables.ChainTypeFilter,
@@ -231,6 +238,9 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 			c.AddChain(ch)
 		}
 	}
+	if cfg.Redirect {
+		c.AddChain(o.relayRedir)
+	}
 	// add map ip pptp_alg gre_iifs { ...; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
 	if err := c.AddSet(o.greIifs, o.iifElements(cfg)); err != nil {
 		return err
@@ -267,15 +277,32 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 		// ip daddr . @th,48,16 @gre_calls drop
 		rule(o.greFromLAN, o.impersonationDrop()),
 		o.snatRule(cfg.WAN, cfg.WANAddr),
-		rule(o.relayPre, o.relayTProxyEstablished(cfg.TProxyMark, cfg.TProxyMask)),
-		rule(o.relayPre, o.relayTProxyNew(cfg.RelayPort, cfg.TProxyMark, cfg.TProxyMask)),
+	}
+	rules = append(rules, o.relayModeRules(cfg)...)
+	rules = append(rules,
 		rule(o.relayReply, o.relayReplyNotrack()),
 		rule(o.relayIn, relayGuard(cfg.RelayPort)),
-	}
+	)
 	if o.relayOut != nil {
 		rules = append(rules, rule(o.relayOut, relayOwnRedirect(cfg.WAN, cfg.RelayPort, cfg.RelayMark)))
 	}
 	return rules
+}
+
+// relayModeRules are the rules that take new LAN control connections to the
+// relay: by tproxy, or by a NAT redirect while Config.Redirect. The
+// established-connection tproxy rule stays in both modes, so connections
+// taken by tproxy before a switch to the redirect go on; it never matches
+// a redirected connection, whose socket has the router's address.
+func (o objects) relayModeRules(cfg Config) []*nftables.Rule {
+	rule := func(ch *nftables.Chain, e []expr.Any) *nftables.Rule {
+		return &nftables.Rule{Table: o.table, Chain: ch, Exprs: e}
+	}
+	rules := []*nftables.Rule{rule(o.relayPre, o.relayTProxyEstablished(cfg.TProxyMark, cfg.TProxyMask))}
+	if cfg.Redirect {
+		return append(rules, rule(o.relayRedir, o.relayRedirect(cfg.RelayPort)))
+	}
+	return append(rules, rule(o.relayPre, o.relayTProxyNew(cfg.RelayPort, cfg.TProxyMark, cfg.TProxyMask)))
 }
 
 // dispatchGRE sends PPTP GRE from the WAN to gre_from_wan and from the LAN
@@ -506,6 +533,17 @@ func (o objects) matchRelayedControl() []expr.Any {
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
 		},
 	)
+}
+
+// relayRedirect takes new LAN control connections to the relay by a NAT
+// redirect, for when tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter
+// runs prerouting before a bridge hands a frame up, and the IP layer then
+// drops the socket tproxy assigned. The redirected connections are tracked
+// and NATed, so `nft flush ruleset` resets them.
+//
+//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :RELAYPORT
+func (o objects) relayRedirect(port uint16) []expr.Any {
+	return concat(o.matchRelayedControl(), redirectTo(port))
 }
 
 // tproxyTo is tproxy to :PORT.
