@@ -72,13 +72,18 @@ type ForwardChain struct {
 }
 
 // SeesRelayedConnections reports whether a helper set from b can land on a
-// connection that pptp-alg relays. The LAN's control connections are
+// connection that pptp-alg relays, with the LAN's control connections taken
+// by the NAT redirect (Config.Redirect) or not. By tproxy they are
 // untracked from relay_prerouting (priority raw) on, so no prerouting or
-// input chain can set a helper on them; output carries the relay's own
-// connections to servers, and with the router's own connections, which
+// input chain can set a helper on them. The redirect (relay_redirect)
+// rewrites the client's tcp/1723 to the relay port at dstnat - 5, so a
+// prerouting chain up to then still sees 1723. Output carries the relay's
+// own connections to servers, and with the router's own connections, which
 // the output hook redirects, input carries those too.
-func (b BaseChain) SeesRelayedConnections() bool {
+func (b BaseChain) SeesRelayedConnections(redirect bool) bool {
 	switch b.Hook {
+	case "prerouting":
+		return redirect && b.Priority <= int32(*prioDstNATLess5)
 	case "input", "output":
 		return true
 	}
@@ -88,11 +93,16 @@ func (b BaseChain) SeesRelayedConnections() bool {
 // SeesRelayedConnections reports whether the helper rule can land on a
 // relayed connection; a rule reached from no base chain that InspectRuleset
 // could follow counts as one that can.
-func (h HelperRule) SeesRelayedConnections() bool {
+func (h HelperRule) SeesRelayedConnections(redirect bool) bool {
 	if len(h.From) == 0 {
 		return true
 	}
-	return slices.ContainsFunc(h.From, BaseChain.SeesRelayedConnections)
+	for _, b := range h.From {
+		if b.SeesRelayedConnections(redirect) {
+			return true
+		}
+	}
+	return false
 }
 
 // InspectRuleset reads every IPv4 table of the network namespace (opts go to

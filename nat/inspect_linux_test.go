@@ -91,7 +91,7 @@ func TestInspectRuleset(t *testing.T) {
 	}
 	sees := map[string]bool{}
 	for _, h := range got.PPTPHelper {
-		sees[h.Chain] = h.SeesRelayedConnections()
+		sees[h.Chain] = h.SeesRelayedConnections(false)
 	}
 	if diff := cmp.Diff(map[string]bool{"helper_lan": false, "mangle": false, "unreached": true}, sees); diff != "" {
 		t.Errorf("SeesRelayedConnections (-want +got):\n%s", diff)
@@ -112,21 +112,27 @@ func sortRuleset(rs *Ruleset) {
 
 func TestSeesRelayedConnections(t *testing.T) {
 	for _, tc := range []struct {
-		hook string
-		prio int32
-		want bool
+		hook         string
+		prio         int32
+		want         bool // LAN control connections by tproxy
+		wantRedirect bool // by the NAT redirect
 	}{
-		{"prerouting", -350, false}, // before relay_prerouting: no conntrack entry yet either
-		{"prerouting", -150, false}, // mangle: the LAN's relayed connections are untracked
-		{"prerouting", 0, false},    // fw4's helper_lan
-		{"input", 0, true},
-		{"output", 0, true},
-		{"forward", 0, false},
-		{"postrouting", 100, false},
+		{"prerouting", -350, false, true}, // before relay_prerouting: no conntrack entry yet either
+		{"prerouting", -150, false, true}, // mangle: untracked by tproxy, still tcp/1723 before the redirect
+		{"prerouting", -105, false, true}, // the redirect's own priority: which runs first is not known
+		{"prerouting", -104, false, false},
+		{"prerouting", 0, false, false}, // fw4's helper_lan
+		{"input", 0, true, true},
+		{"output", 0, true, true},
+		{"forward", 0, false, false},
+		{"postrouting", 100, false, false},
 	} {
 		b := BaseChain{Hook: tc.hook, Priority: tc.prio}
-		if got := b.SeesRelayedConnections(); got != tc.want {
-			t.Errorf("%s priority %d: SeesRelayedConnections = %v, want %v", tc.hook, tc.prio, got, tc.want)
+		if got := b.SeesRelayedConnections(false); got != tc.want {
+			t.Errorf("%s priority %d: SeesRelayedConnections(false) = %v, want %v", tc.hook, tc.prio, got, tc.want)
+		}
+		if got := b.SeesRelayedConnections(true); got != tc.wantRedirect {
+			t.Errorf("%s priority %d: SeesRelayedConnections(true) = %v, want %v", tc.hook, tc.prio, got, tc.wantRedirect)
 		}
 	}
 }

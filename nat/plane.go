@@ -288,14 +288,10 @@ func (p *Plane) Reinstall() error {
 }
 
 // SetRedirect switches how new LAN control connections reach the relay: by
-// a NAT redirect (on) or by tproxy (off), in one batch. Connections the
-// relay already holds by tproxy keep their rule; those it holds by the
-// redirect keep their conntrack NAT.
-//
-//	on:  flush chain relay_prerouting; add rule ... tproxy to :1723 ...;
-//	     add chain relay_redirect; add rule ... redirect to :RELAYPORT
-//	off: flush chain relay_prerouting; add rule ... tproxy to :1723 ...;
-//	     add rule ... tproxy to :RELAYPORT ...; flush chain relay_redirect; delete chain relay_redirect
+// a NAT redirect (on) or by tproxy (off), in one batch that flushes
+// relay_prerouting and relay_redirect and adds their rules for the mode.
+// Connections the relay already holds by tproxy keep their rule; those it
+// holds by the redirect keep their conntrack NAT.
 func (p *Plane) SetRedirect(on bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -304,16 +300,10 @@ func (p *Plane) SetRedirect(on bool) error {
 	}
 	cfg := p.cfg
 	cfg.Redirect = on
-	p.conn.FlushChain(p.obj.relayPre)
-	if on {
-		p.conn.AddChain(p.obj.relayRedir)
-	}
+	p.conn.FlushChain(p.obj.relayPre)   // flush chain ip pptp_alg relay_prerouting
+	p.conn.FlushChain(p.obj.relayRedir) // flush chain ip pptp_alg relay_redirect
 	for _, r := range p.obj.relayModeRules(cfg) {
 		p.conn.AddRule(r)
-	}
-	if !on {
-		p.conn.FlushChain(p.obj.relayRedir)
-		p.conn.DelChain(p.obj.relayRedir)
 	}
 	if err := p.settle(p.conn.Flush()); err != nil {
 		return fmt.Errorf("nat: set redirect %v: %w", on, err)

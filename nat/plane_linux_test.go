@@ -157,6 +157,7 @@ func TestPlaneKernel(t *testing.T) {
 			"gre_from_lan":     "regular",
 			"gre_postrouting":  "filter postrouting 100 accept",
 			"relay_prerouting": "filter prerouting -300 accept",
+			"relay_redirect":   "nat prerouting -105 accept",
 			"relay_to_lan":     "filter output -300 accept",
 			"relay_input":      "filter input -5 accept",
 			"relay_output":     "nat output -105 accept",

@@ -92,7 +92,7 @@ type objects struct {
 	grePre, greFromWAN, greFromLAN              *nftables.Chain
 	grePost, relayPre, relayIn                  *nftables.Chain
 	relayReply                                  *nftables.Chain
-	relayRedir                                  *nftables.Chain // installed only while Config.Redirect
+	relayRedir                                  *nftables.Chain // empty unless Config.Redirect
 	relayOut                                    *nftables.Chain // nil unless Config.RouterCalls
 }
 
@@ -189,6 +189,10 @@ func newObjects(cfg Config) objects {
 			Hooknum: nftables.ChainHookOutput, Priority: prioRaw, Policy: policyAccept,
 		},
 		// chain relay_redirect { type nat hook prerouting priority dstnat - 5; policy accept; }
+		//
+		// Always there, so that a switch of mode only flushes and adds
+		// rules. Empty, it costs nothing: the kernel runs NAT chains for
+		// a connection's first packet only.
 		relayRedir: &nftables.Chain{
 			Table: t, Name: chainRelayRedir, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPrerouting, Priority: prioDstNATLess5, Policy: policyAccept,
@@ -233,13 +237,10 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 		return err
 	}
 	// The chains come before gre_iifs: its elements name two of them.
-	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayReply, o.relayIn, o.relayOut} {
+	for _, ch := range []*nftables.Chain{o.grePre, o.greFromWAN, o.greFromLAN, o.grePost, o.relayPre, o.relayRedir, o.relayReply, o.relayIn, o.relayOut} {
 		if ch != nil {
 			c.AddChain(ch)
 		}
-	}
-	if cfg.Redirect {
-		c.AddChain(o.relayRedir)
 	}
 	// add map ip pptp_alg gre_iifs { ...; elements = { WAN : goto gre_from_wan, LAN... : goto gre_from_lan } }
 	if err := c.AddSet(o.greIifs, o.iifElements(cfg)); err != nil {
@@ -290,7 +291,11 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 }
 
 // relayModeRules are the rules that take new LAN control connections to the
-// relay: by tproxy, or by a NAT redirect while Config.Redirect. The
+// relay: by tproxy, or by a NAT redirect while Config.Redirect, for when
+// tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter runs
+// prerouting before a bridge hands a frame up, and the IP layer then drops
+// the socket tproxy assigned. Redirected connections are tracked and
+// NATed, so `nft flush ruleset` resets them. The
 // established-connection tproxy rule stays in both modes, so connections
 // taken by tproxy before a switch to the redirect go on; it never matches
 // a redirected connection, whose socket has the router's address.
@@ -300,7 +305,8 @@ func (o objects) relayModeRules(cfg Config) []*nftables.Rule {
 	}
 	rules := []*nftables.Rule{rule(o.relayPre, o.relayTProxyEstablished(cfg.TProxyMark, cfg.TProxyMask))}
 	if cfg.Redirect {
-		return append(rules, rule(o.relayRedir, o.relayRedirect(cfg.RelayPort)))
+		// iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :RELAYPORT
+		return append(rules, rule(o.relayRedir, concat(o.matchRelayedControl(), redirectTo(cfg.RelayPort))))
 	}
 	return append(rules, rule(o.relayPre, o.relayTProxyNew(cfg.RelayPort, cfg.TProxyMark, cfg.TProxyMask)))
 }
@@ -533,17 +539,6 @@ func (o objects) matchRelayedControl() []expr.Any {
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
 		},
 	)
-}
-
-// relayRedirect takes new LAN control connections to the relay by a NAT
-// redirect, for when tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter
-// runs prerouting before a bridge hands a frame up, and the IP layer then
-// drops the socket tproxy assigned. The redirected connections are tracked
-// and NATed, so `nft flush ruleset` resets them.
-//
-//	iifname @lan_ifaces tcp dport 1723 fib daddr type != local redirect to :RELAYPORT
-func (o objects) relayRedirect(port uint16) []expr.Any {
-	return concat(o.matchRelayedControl(), redirectTo(port))
 }
 
 // tproxyTo is tproxy to :PORT.

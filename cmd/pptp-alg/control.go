@@ -46,6 +46,9 @@ type daemon struct {
 	relay       *alg.Relay    // closes connections from an old WAN address
 	callStarted chan struct{} // a call's inbound half went in (startSignal)
 	wanAddr     atomic.Pointer[netip.Addr]
+	// redirect: new LAN control connections reach the relay by the NAT
+	// redirect, not tproxy (relayMode). Set by enable and maintain.
+	redirect atomic.Bool
 }
 
 func (d *daemon) dialServer(ctx context.Context, from netip.Addr, server netip.AddrPort) (net.Conn, error) {

@@ -29,17 +29,17 @@ procd and systemd expect. It is ready once its control socket exists.
 PPTP control connections from the LAN interfaces to TCP port 1723 are
 taken to a local relay by tproxy, which connects to the server from the WAN
 address and translates call IDs. The relay's socket keeps the server's
-address, so nothing it sends the client needs NAT: 'nft flush ruleset'
-cannot make it answer from a wrong address. The daemon marks these packets
-with --tproxy-mark (default 0x10000000/0x10000000, a bit that fw4, mwan3 and
-pbr leave alone) and adds a policy rule and a route that deliver marked
-packets locally:
+address, so nothing it sends needs NAT and 'nft flush ruleset' resets no
+connection. The packets carry --tproxy-mark (default 0x10000000/0x10000000,
+a bit fw4, mwan3 and pbr leave alone), and a policy rule and route, added
+again if they go and removed on disable and exit, deliver them locally:
     ip rule add pref 1723 fwmark 0x10000000/0x10000000 lookup 1723
     ip route add local 0.0.0.0/0 dev lo table 1723
-(--rule-priority, --route-table), removed again on disable and exit. They are
-not nftables', so a flush of the ruleset leaves them; if they go, the daemon
-adds them again. Bridged LANs need bridged frames kept out of the IP hooks
-(net.bridge.bridge-nf-call-iptables=0, OpenWrt's default). GRE is translated in the kernel, by the
+(--rule-priority, --route-table). While a LAN bridge passes its frames
+through the IP hooks (net.bridge.bridge-nf-call-iptables=1, not OpenWrt's
+default), which loses tproxy's socket, a NAT redirect takes new ones
+instead, and a flush may reset those (checked at each link event; status
+says which). GRE is translated in the kernel, by the
 nftables table the daemon owns (family ip, "pptp_alg" unless --table).
 The firewall must accept that GRE, which conntrack leaves untracked, in its
 forward chain: 'pptp-alg doctor' checks it.
@@ -350,12 +350,14 @@ func (d *daemon) enable() (changed bool, err error) {
 		ev.close()
 		return false, fmt.Errorf("relay: %w", err)
 	}
+	bridge := d.router.BridgeNetfilter(d.cfg.lan)
 	plane, err := d.router.OpenPlane(nat.Config{
 		Table: d.cfg.table, LAN: d.cfg.lan, WAN: d.cfg.wan,
 		WANAddr: wanAddr, RelayPort: uint16(d.cfg.relayPort), FastPath: d.cfg.fastPath,
 		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
 		TProxyMark: d.cfg.tproxyMark.mark, TProxyMask: d.cfg.tproxyMark.mask,
 		RouteTable: uint32(d.cfg.routeTable), RulePriority: uint32(d.cfg.rulePriority),
+		Redirect: bridge != "",
 	})
 	if err != nil {
 		ln.Close()
@@ -364,6 +366,8 @@ func (d *daemon) enable() (changed bool, err error) {
 	}
 	d.wanAddr.Store(&wanAddr)
 	d.plane = plane
+	d.redirect.Store(bridge != "")
+	d.logRelayMode(bridge)
 	d.logFastPath()
 	// Idle expiry runs while calls exist: the first call's inbound half
 	// wakes it.
@@ -459,25 +463,22 @@ func (d *daemon) warnRuleset() {
 		return
 	}
 	for _, h := range rs.PPTPHelper {
-		d.log.Warn("the kernel PPTP helper is assigned", "where", helperWhere(h), "effect", helperEffect(h), "fix", helperFix(h))
+		d.log.Warn("the kernel PPTP helper is assigned", "where", helperWhere(h), "effect", helperEffect(h.SeesRelayedConnections(d.redirect.Load())), "fix", helperFix(h))
 	}
 	if ok, detail, fix := forwardFinding(rs); !ok {
 		d.log.Warn("the firewall drops forwarded PPTP GRE", "where", detail, "fix", fix)
 	}
-	if bridgeNetfilterOn() {
-		d.log.Warn("bridged frames pass the IP hooks (net.bridge.bridge-nf-call-iptables=1): "+
-			"control connections from a bridged LAN lose tproxy's socket and are refused",
-			"fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
-	}
 }
 
-// bridgeNetfilterOn reports whether br_netfilter passes bridged IPv4 frames
-// through the IP hooks in this network namespace. It then runs prerouting
-// before the bridge hands a frame up, and the IP layer drops the socket
-// that tproxy gave the packet.
-func bridgeNetfilterOn() bool {
-	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
-	return err == nil && strings.TrimSpace(string(b)) == "1"
+// logRelayMode says how new LAN control connections reach the relay, and
+// why: bridge names the LAN bridge whose frames pass the IP hooks, if any.
+func (d *daemon) logRelayMode(bridge string) {
+	if bridge == "" {
+		d.log.Info("LAN control connections by tproxy", "why", "no LAN bridge passes the IP hooks")
+		return
+	}
+	d.log.Warn("bridge-nf-call-iptables=1: LAN control connections by NAT redirect; a `nft flush ruleset` may reset them",
+		"bridge", bridge, "fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
 }
 
 // checkNoKernelHelper refuses a control connection the kernel's PPTP

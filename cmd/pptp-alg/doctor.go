@@ -201,7 +201,7 @@ func diagnose(ctx context.Context, sys system) []check {
 			cs = append(cs, check{name: "kernel PPTP helper", ok: true, detail: "no rule assigns it"})
 		}
 		for _, h := range rs.PPTPHelper {
-			cs = append(cs, check{name: "kernel PPTP helper", detail: "assigned in " + helperWhere(h) + ": " + helperEffect(h), fix: helperFix(h)})
+			cs = append(cs, check{name: "kernel PPTP helper", detail: "assigned in " + helperWhere(h) + ": " + helperEffect(h.SeesRelayedConnections(st.LANControl == lanControlRedirect)), fix: helperFix(h)})
 		}
 		ok, detail, fix := forwardFinding(rs)
 		cs = append(cs, check{name: "forwarded GRE", ok: ok, detail: detail, fix: fix})

@@ -48,18 +48,20 @@ func helperWhere(h nat.HelperRule) string {
 // lab: an assignment in prerouting (fw4's, priority filter, tcp dport 1723)
 // never lands on a relayed LAN connection, which relay_prerouting leaves
 // untracked at priority raw.
-func helperEffect(h nat.HelperRule) string {
-	if h.SeesRelayedConnections() {
+// With the redirect, one in prerouting up to dstnat - 5 lands on them
+// again. sees is h.SeesRelayedConnections.
+func helperEffect(sees bool) string {
+	if sees {
 		return "it can land on relayed control connections, which pptp-alg then refuses: their tunnels fail"
 	}
 	return "it never sees the connections pptp-alg relays, so relayed tunnels work, but it carries PPTP while pptp-alg is " +
 		"stopped or disabled; those tunnels outlive pptp-alg's start unless a relayed call takes one's call ID toward its server"
 }
 
-func helperUses(rs nat.Ruleset) []controlapi.HelperUse {
+func helperUses(rs nat.Ruleset, redirect bool) []controlapi.HelperUse {
 	uses := []controlapi.HelperUse{}
 	for _, h := range rs.PPTPHelper {
-		uses = append(uses, controlapi.HelperUse{Where: helperWhere(h), SeesRelayedConnections: h.SeesRelayedConnections(), Fix: helperFix(h)})
+		uses = append(uses, controlapi.HelperUse{Where: helperWhere(h), SeesRelayedConnections: h.SeesRelayedConnections(redirect), Fix: helperFix(h)})
 	}
 	return uses
 }

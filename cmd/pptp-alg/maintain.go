@@ -55,6 +55,7 @@ func (d *daemon) maintain(ctx context.Context, ev *events) error {
 			}
 			d.checkFastPath()
 			d.checkRoute()
+			d.checkRelayMode()
 		case <-recheckWAN:
 			recheckWAN = nil
 			d.closeOldConnections(*d.wanAddr.Load())
@@ -151,6 +152,24 @@ func (d *daemon) checkRoute() {
 	} else if restored {
 		d.log.Warn("tproxy rule or route was gone; added again")
 	}
+}
+
+// checkRelayMode switches between tproxy and the NAT redirect when a LAN
+// bridge starts or stops passing its frames through the IP hooks. Read on
+// link events: a bridge comes and goes with them, and a sysctl change is
+// seen at the next one.
+func (d *daemon) checkRelayMode() {
+	bridge := d.router.BridgeNetfilter(d.cfg.lan)
+	on := bridge != ""
+	if on == d.redirect.Load() {
+		return
+	}
+	if err := d.plane.SetRedirect(on); err != nil {
+		d.log.Error("switch LAN control connections' mode", "err", err)
+		return
+	}
+	d.redirect.Store(on)
+	d.logRelayMode(bridge)
 }
 
 // logFastPath says once, at enable, whether GRE takes the fast path.

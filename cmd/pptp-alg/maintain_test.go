@@ -29,6 +29,7 @@ type fakeRouter struct {
 	plane          *fakePlane
 	ruleset, links chan struct{}
 	pac            netip.AddrPort
+	bridge         string // BridgeNetfilter's answer
 }
 
 func (r *fakeRouter) InterfaceIPv4(name string) (netip.Addr, error) {
@@ -47,8 +48,21 @@ func (r *fakeRouter) setAddr(name string, a netip.Addr) {
 	r.addrs[name] = a
 }
 
+func (r *fakeRouter) setBridge(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bridge = name
+}
+
+func (r *fakeRouter) BridgeNetfilter([]string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bridge
+}
+
 func (r *fakeRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) {
-	r.plane = &fakePlane{intact: true, wanAddr: cfg.WANAddr, in: map[nat.InKey]nat.Counter{}, out: map[nat.OutKey]nat.Counter{}}
+	r.plane = &fakePlane{intact: true, wanAddr: cfg.WANAddr, redirect: cfg.Redirect,
+		in: map[nat.InKey]nat.Counter{}, out: map[nat.OutKey]nat.Counter{}}
 	return r.plane, nil
 }
 
@@ -79,6 +93,8 @@ type fakePlane struct {
 	out                              map[nat.OutKey]nat.Counter
 	reinstalls, fastChecks, counters int
 	closed                           bool
+	redirect                         bool // nat.Config.Redirect, as SetRedirect leaves it
+	switches                         int  // SetRedirect calls that changed it
 }
 
 func (p *fakePlane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
@@ -143,6 +159,23 @@ func (p *fakePlane) CheckFastPath() (bool, error) {
 	defer p.mu.Unlock()
 	p.fastChecks++
 	return false, nil
+}
+
+func (p *fakePlane) SetRedirect(on bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.redirect != on {
+		p.redirect = on
+		p.switches++
+	}
+	return nil
+}
+
+// mode returns the relay mode and the number of switches so far.
+func (p *fakePlane) mode() (redirect bool, switches int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.redirect, p.switches
 }
 
 func (p *fakePlane) CheckRoute() (bool, error)      { return false, nil }
@@ -392,6 +425,50 @@ func TestMaintainFollowsWANAddress(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if _, _, _, _, _, wan := r.plane.read(); wan != lo2 {
 		t.Errorf("SNAT address %v after the WAN lost its address; want %v kept", wan, lo2)
+	}
+}
+
+// TestMaintainRelayMode: the daemon takes LAN control connections by the
+// NAT redirect while a LAN bridge passes its frames through the IP hooks,
+// by tproxy otherwise, chosen at enable and again at each links event, and
+// status says which. A switch keeps the calls.
+func TestMaintainRelayMode(t *testing.T) {
+	d, r, relay := startGateway(t, time.Hour)
+	if redirect, _ := r.plane.mode(); redirect || d.status().LANControl != "tproxy" {
+		t.Fatalf("enabled without a bridge passing the IP hooks: redirect %v, status %q; want tproxy", redirect, d.status().LANControl)
+	}
+	call(t, relay, 1)
+
+	r.setBridge("br-lan")
+	r.links <- struct{}{}
+	eventually(t, "redirect after a links event", func() bool { on, _ := r.plane.mode(); return on })
+	if got := d.status().LANControl; got != "redirect" {
+		t.Errorf("status lan_control %q in redirect mode", got)
+	}
+	r.links <- struct{}{} // nothing changed: no switch
+	r.setBridge("")
+	r.links <- struct{}{}
+	eventually(t, "tproxy again after a links event", func() bool { on, _ := r.plane.mode(); return !on })
+	if _, n := r.plane.mode(); n != 2 {
+		t.Errorf("%d switches, want 2", n)
+	}
+	if got := d.status().LANControl; got != "tproxy" {
+		t.Errorf("status lan_control %q back in tproxy mode", got)
+	}
+	if d.table.Len() != 1 {
+		t.Errorf("%d calls after the switches, want the 1 kept", d.table.Len())
+	}
+
+	// Enabled while a bridge passes the IP hooks: the redirect from the start.
+	r.setBridge("br-lan")
+	if _, _, err := d.disable(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.enable(); err != nil {
+		t.Fatal(err)
+	}
+	if redirect, _ := r.plane.mode(); !redirect || d.status().LANControl != "redirect" {
+		t.Errorf("enabled with a bridge passing the IP hooks: redirect %v, status %q; want redirect", redirect, d.status().LANControl)
 	}
 }
 

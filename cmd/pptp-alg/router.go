@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,9 @@ type router interface {
 	// changes of the links named, their IPv4 addresses, routes and policy
 	// rules.
 	Watch(table string, links []string) (*events, error)
+	// BridgeNetfilter names a LAN interface that is a bridge whose frames
+	// pass the IP hooks (bridge-nf-call-iptables=1), or "" if none does.
+	BridgeNetfilter(lan []string) string
 	// ListenRelay opens the relay's listening socket.
 	ListenRelay(port int) (*net.TCPListener, error)
 	// OriginalDst says where a relayed connection was going.
@@ -46,6 +51,7 @@ type kernelPlane interface {
 	SetWANAddr(a netip.Addr) error
 	CheckFastPath() (rebuilt bool, err error)
 	CheckRoute() (restored bool, err error)
+	SetRedirect(on bool) error
 	FastPathStale() bool
 	FastPath() (on bool, why error)
 	Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) error
@@ -102,15 +108,37 @@ func (hostRouter) ListenRelay(port int) (*net.TCPListener, error) {
 	return ln, nil
 }
 
-// OriginalDst: a LAN connection came by tproxy, and its socket's own
-// address is the server's. The router's own connections came by the
-// output hook's redirect to the loopback, which conntrack remembers.
+// OriginalDst: a LAN connection that came by tproxy has the server's
+// address as its socket's own, port 1723 (never the relay's port). The
+// others came by a redirect, of the LAN (to the router's LAN address) or of
+// the router's own connections (to the loopback), which conntrack
+// remembers.
 func (hostRouter) OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	if a := local.Addr().Unmap(); !a.IsLoopback() {
+	if a := local.Addr().Unmap(); local.Port() == 1723 && !a.IsLoopback() {
 		return netip.AddrPortFrom(a, local.Port()), nil
 	}
 	return conntrack.OriginalDst(c)
+}
+
+// BridgeNetfilter reads this network namespace's bridge-nf-call-iptables
+// (absent without br_netfilter: off) and, if it is 1, whether a LAN
+// interface is a bridge. br_netfilter then runs the IP prerouting hooks
+// before the bridge hands a frame up, and the IP layer drops the socket
+// that tproxy gave the packet.
+func (hostRouter) BridgeNetfilter(lan []string) string {
+	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	if err != nil || strings.TrimSpace(string(b)) != "1" {
+		return ""
+	}
+	for _, name := range lan {
+		// Only bridges have it. ReadFile rather than Stat, which the
+		// binary would carry for this alone.
+		if _, err := os.ReadFile("/sys/class/net/" + name + "/bridge/bridge_id"); err == nil {
+			return name
+		}
+	}
+	return ""
 }
 
 func (r hostRouter) KernelHelper(client, dst netip.AddrPort) (string, error) {

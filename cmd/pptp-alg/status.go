@@ -12,6 +12,12 @@ import (
 	"github.com/pptp-alg/pptp-alg/nat"
 )
 
+// Status.LANControl's values.
+const (
+	lanControlTProxy   = "tproxy"
+	lanControlRedirect = "redirect"
+)
+
 func (d *daemon) status() controlapi.Status {
 	d.mu.Lock()
 	st := controlapi.Status{
@@ -30,6 +36,10 @@ func (d *daemon) status() controlapi.Status {
 		st.Calls = len(d.table.Calls())
 		on, why := d.plane.FastPath()
 		st.FastPath = on
+		st.LANControl = lanControlTProxy
+		if d.redirect.Load() {
+			st.LANControl = lanControlRedirect
+		}
 		if !on && why != nil {
 			st.FastPathOff = why.Error()
 		}
@@ -39,8 +49,17 @@ func (d *daemon) status() controlapi.Status {
 	if err != nil {
 		st.RulesetError = err.Error()
 	}
-	st.KernelPPTPHelper = helperUses(rs)
+	st.KernelPPTPHelper = helperUses(rs, st.LANControl == lanControlRedirect)
 	return st
+}
+
+// lanControlDetail says how LAN control connections reach the relay, and
+// what the redirect costs.
+func lanControlDetail(mode string) string {
+	if mode == lanControlRedirect {
+		return "by NAT redirect (a LAN bridge passes the IP hooks: bridge-nf-call-iptables=1); a `nft flush ruleset` may reset them"
+	}
+	return "by tproxy"
 }
 
 var statusHelp = help{
@@ -55,7 +74,8 @@ start-up, and whether a rule assigns the kernel's own PPTP helper, which
 conflicts with it ('pptp-alg doctor' gives the fix).
 
 --json prints one object with the fields version, enabled, lan, wan,
-wan_addr, relay_port, router_calls, table, fast_path (and fast_path_off, why not),
+wan_addr, relay_port, router_calls, table, lan_control ("tproxy" or
+"redirect", see 'pptp-alg run --help'), fast_path (and fast_path_off, why not),
 control_connections, calls, kernel_features
 and kernel_pptp_helper (a list of {where, sees_relayed_connections, fix}),
 and ruleset_error when the ruleset could not be read.`,
@@ -122,6 +142,9 @@ func printStatus(w io.Writer, st controlapi.Status) {
 			fast = "off, GRE goes through the ip table: " + st.FastPathOff
 		}
 		fmt.Fprintf(w, "fast path:    %s\n", fast)
+		if st.LANControl != "" {
+			fmt.Fprintf(w, "LAN control:  %s\n", lanControlDetail(st.LANControl))
+		}
 	}
 	fmt.Fprintf(w, "kernel:       %s\n", kernel)
 	switch {

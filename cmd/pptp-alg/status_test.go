@@ -71,6 +71,31 @@ kernel:       nftables, ctnetlink
 PPTP helper:  assigned in inet fw4 chain helper_lan (prerouting priority 0); after pptp-alg's redirect ('pptp-alg doctor' gives the fix)
 PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
 `},
+		{"LAN control by redirect, helper before it", func(st *controlapi.Status) {
+			st.LANControl = "redirect"
+			st.KernelPPTPHelper = []controlapi.HelperUse{
+				{Where: "ip x chain y (prerouting priority -150)", SeesRelayedConnections: true},
+			}
+		}, `pptp-alg 1.2.3: enabled
+LAN:          br-lan, br-guest
+WAN:          wan, address 203.0.113.1
+relay:        tcp port 1724, nftables table ip pptp_alg
+carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
+LAN control:  by NAT redirect (a LAN bridge passes the IP hooks: bridge-nf-call-iptables=1); a ` + "`nft flush ruleset`" + ` may reset them
+kernel:       nftables, ctnetlink
+PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
+`},
+		{"LAN control by tproxy", func(st *controlapi.Status) { st.LANControl = "tproxy" }, `pptp-alg 1.2.3: enabled
+LAN:          br-lan, br-guest
+WAN:          wan, address 203.0.113.1
+relay:        tcp port 1724, nftables table ip pptp_alg
+carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
+LAN control:  by tproxy
+kernel:       nftables, ctnetlink
+PPTP helper:  not assigned
+`},
 		{"ruleset unreadable, no features", func(st *controlapi.Status) {
 			st.RulesetError, st.KernelFeatures = "nat: list tables: operation not permitted", nil
 		}, `pptp-alg 1.2.3: enabled

@@ -49,6 +49,10 @@ type Status struct {
 	Table       string `json:"table"` // nftables table, family ip
 	// FastPath says whether known calls' GRE is forwarded from ingress
 	// (the netdev table of the same name); FastPathOff says why not.
+	// LANControl is how new LAN control connections reach the relay:
+	// "tproxy", or "redirect" (NAT) while a LAN bridge passes its frames
+	// through the IP hooks (bridge-nf-call-iptables=1); "" while disabled.
+	LANControl         string   `json:"lan_control,omitempty"`
 	FastPath           bool     `json:"fast_path"`
 	FastPathOff        string   `json:"fast_path_off,omitempty"`
 	ControlConnections int      `json:"control_connections"`
