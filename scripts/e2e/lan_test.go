@@ -105,9 +105,12 @@ func TestGuestInputReject(t *testing.T) {
 
 // TestBridgeNetfilter: with br_netfilter passing bridged frames through the
 // IP hooks (bridge-nf-call-iptables=1, which OpenWrt does not do), tproxy's
-// socket is lost before the LAN's packets reach the relay: the daemon says
-// so when it enables, and a tunnel from the bridged LAN fails; with the
-// setting back at 0 it works.
+// socket would be lost before the LAN's packets reach the relay, so the
+// daemon takes the bridged LAN's control connections by the NAT redirect
+// instead: chosen at enable, said in the log and status, and a tunnel
+// works. With the setting back at 0, the next link event brings tproxy
+// back, and a tunnel works again. The LAN's zone rejects input, as a guest
+// zone does: the firewall include accepts both.
 func TestBridgeNetfilter(t *testing.T) {
 	r := newRouter(t, 1, lab.FirewallFW4)
 	set := func(v string) {
@@ -116,18 +119,44 @@ func TestBridgeNetfilter(t *testing.T) {
 			t.Skipf("no br_netfilter here: %v", err)
 		}
 	}
+	if got := r.status(t).LANControl; got != "tproxy" {
+		t.Fatalf("status lan_control %q with bridge-nf-call-iptables=0, want tproxy", got)
+	}
+	// A guest zone: the include's rules must accept both ways in.
+	r.nft(t, "insert", "rule", "inet", "fw4", "input_lan", "reject", "comment", `"test: a guest zone with input REJECT"`)
 	set("1")
 	r.mustCLI(t, "disable")
 	r.mustCLI(t, "enable")
-	r.waitLog(t, regexp.MustCompile(`level=WARN msg="bridged frames pass the IP hooks \(net\.bridge\.bridge-nf-call-iptables=1\)[^"]*" fix="sysctl -w net\.bridge\.bridge-nf-call-iptables=0`))
-	r.startSimServer(t, "--early-gre")
-	if lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear"); err == nil {
-		t.Errorf("a tunnel from the bridged LAN worked with bridge-nf-call-iptables=1: %v", lines)
+	r.waitLog(t, regexp.MustCompile("level=WARN msg=\"bridge-nf-call-iptables=1: LAN control connections by NAT redirect; "+
+		"a `nft flush ruleset` may reset them\" bridge=br-lan fix=\"sysctl -w net\\.bridge\\.bridge-nf-call-iptables=0"))
+	if got := r.status(t).LANControl; got != "redirect" {
+		t.Fatalf("status lan_control %q with bridge-nf-call-iptables=1, want redirect", got)
 	}
-	set("0")
+	r.startSimServer(t, "--early-gre")
 	lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear")
 	if err != nil {
-		t.Fatalf("with bridge-nf-call-iptables=0: %v\n%v", err, lines)
+		t.Fatalf("with bridge-nf-call-iptables=1 (redirect): %v\n%v", err, lines)
 	}
-	checkCalls(t, "with bridge-nf-call-iptables=0", lines, 1)
+	checkCalls(t, "with bridge-nf-call-iptables=1 (redirect)", lines, 1)
+
+	// A sysctl change sends no event; a route added and deleted does.
+	set("0")
+	for _, op := range []string{"add", "del"} {
+		if _, err := r.Run(context.Background(), r.Router, "ip", "route", op, "blackhole", "192.0.2.0/24"); err != nil {
+			t.Fatalf("ip route %s: %v", op, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.status(t).LANControl != "tproxy" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status lan_control %q 5 s after a link event with bridge-nf-call-iptables=0, want tproxy; log:\n%s",
+				r.status(t).LANControl, r.daemon.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lines, err = r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "1", "--then", "clear")
+	if err != nil {
+		t.Fatalf("with bridge-nf-call-iptables=0 (tproxy): %v\n%v", err, lines)
+	}
+	checkCalls(t, "with bridge-nf-call-iptables=0 (tproxy)", lines, 1)
 }
