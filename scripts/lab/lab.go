@@ -267,7 +267,7 @@ func (l *Lab) Namespaces() []string {
 // interface ever shows up in the caller's namespace.
 func (l *Lab) buildNetwork(ctx context.Context) error {
 	for _, ns := range l.Namespaces() {
-		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		if err := Run(ctx, "ip", "netns", "add", ns); err != nil {
 			return err
 		}
 	}
@@ -285,7 +285,7 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 		fmt.Fprintf(&r, "link set %s master %s\n", port, RouterLAN)
 		fmt.Fprintf(&r, "link set %s up\n", port)
 	}
-	if err := ipBatch(ctx, l.Router, r.String()); err != nil {
+	if err := IPBatch(ctx, l.Router, r.String()); err != nil {
 		return err
 	}
 	if err := l.Do(l.Router, func() error {
@@ -310,13 +310,13 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 	// No default route on the server: it must never learn LAN addresses.
 	s := fmt.Sprintf("link set lo up\naddr add %s/%d dev %s\nlink set %s up\n",
 		l.ServerAddr, wanPrefix.Bits(), HostDev, HostDev)
-	if err := ipBatch(ctx, l.Server, s); err != nil {
+	if err := IPBatch(ctx, l.Server, s); err != nil {
 		return err
 	}
 	for _, h := range l.Hosts {
 		s := fmt.Sprintf("link set lo up\naddr add %s/%d dev %s\nlink set %s up\nroute add default via %s\n",
 			h.Addr, lanPrefix.Bits(), HostDev, HostDev, l.LANAddr)
-		if err := ipBatch(ctx, h.NS, s); err != nil {
+		if err := IPBatch(ctx, h.NS, s); err != nil {
 			return err
 		}
 	}
@@ -353,7 +353,7 @@ func (l *Lab) Close() error {
 		// the lab (Command); a namespace with processes in it would
 		// outlive its name.
 		killNamespace(ctx, ns)
-		if err := run(ctx, "ip", "netns", "delete", ns); err != nil {
+		if err := Run(ctx, "ip", "netns", "delete", ns); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -400,7 +400,7 @@ func removeStale(ctx context.Context, prefix string, log *slog.Logger) {
 		}
 		log.Info("removing stale lab namespace", "ns", e.Name())
 		killNamespace(ctx, e.Name())
-		if err := run(ctx, "ip", "netns", "delete", e.Name()); err != nil {
+		if err := Run(ctx, "ip", "netns", "delete", e.Name()); err != nil {
 			log.Warn("removing stale lab namespace", "ns", e.Name(), "err", err)
 		}
 	}
@@ -418,8 +418,8 @@ func nsExists(ns string) bool {
 	return err == nil
 }
 
-// run runs a command and returns an error holding its output if it fails.
-func run(ctx context.Context, name string, args ...string) error {
+// Run runs a command and returns an error holding its output if it fails.
+func Run(ctx context.Context, name string, args ...string) error {
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -427,8 +427,8 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// ipBatch runs ip commands, one a line, in namespace ns with one process.
-func ipBatch(ctx context.Context, ns, script string) error {
+// IPBatch runs ip commands, one a line, in namespace ns with one process.
+func IPBatch(ctx context.Context, ns, script string) error {
 	cmd := exec.CommandContext(ctx, "ip", "-n", ns, "-batch", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -192,12 +192,12 @@ func TestStaleLabRemoved(t *testing.T) {
 	// No process has PID 1<<30 (pid_max is at most 1<<22); the tag keeps
 	// test runs in parallel apart.
 	stale := fmt.Sprintf("paltest1073741824-%d-router", os.Getpid())
-	if err := run(t.Context(), "ip", "netns", "add", stale); err != nil {
+	if err := Run(t.Context(), "ip", "netns", "add", stale); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if nsExists(stale) {
-			run(context.Background(), "ip", "netns", "delete", stale)
+			Run(context.Background(), "ip", "netns", "delete", stale)
 		}
 	})
 	newLab(t, Options{Prefix: "paltest", Hosts: 1})

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
 
 // The box's network: a router with two LAN ports on br-lan, a WAN port, a
@@ -153,7 +155,7 @@ func (b *box) network(ctx context.Context) error {
 		all = append(all, h.ns)
 	}
 	for _, ns := range all {
-		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		if err := lab.Run(ctx, "ip", "netns", "add", ns); err != nil {
 			return err
 		}
 	}
@@ -162,14 +164,14 @@ func (b *box) network(ctx context.Context) error {
 	for _, h := range b.hosts {
 		fmt.Fprintf(&s, "link add %s type veth peer name eth0 netns %s\n", h.port, h.ns)
 	}
-	if err := ipBatch(ctx, b.ns, s.String()); err != nil {
+	if err := lab.IPBatch(ctx, b.ns, s.String()); err != nil {
 		return err
 	}
-	if err := ipBatch(ctx, b.server, "link set lo up\naddr add "+serverAddr+"/24 dev eth0\nlink set eth0 up\n"); err != nil {
+	if err := lab.IPBatch(ctx, b.server, "link set lo up\naddr add "+serverAddr+"/24 dev eth0\nlink set eth0 up\n"); err != nil {
 		return err
 	}
 	for _, h := range b.hosts {
-		if err := ipBatch(ctx, h.ns, fmt.Sprintf("link set lo up\naddr add %s/24 dev eth0\nlink set eth0 up\nroute add default via %s\n",
+		if err := lab.IPBatch(ctx, h.ns, fmt.Sprintf("link set lo up\naddr add %s/24 dev eth0\nlink set eth0 up\nroute add default via %s\n",
 			h.addr, h.gw)); err != nil {
 			return err
 		}
@@ -354,7 +356,7 @@ func removeNamespace(ctx context.Context, ns string) {
 			}
 		}
 	}
-	run(ctx, "ip", "netns", "delete", ns)
+	lab.Run(ctx, "ip", "netns", "delete", ns)
 }
 
 // removeStale removes the namespaces of boxes whose harness died.
@@ -372,23 +374,6 @@ func removeStale() {
 		}
 		removeNamespace(context.Background(), e.Name())
 	}
-}
-
-func run(ctx context.Context, name string, args ...string) error {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func ipBatch(ctx context.Context, ns, script string) error {
-	cmd := exec.CommandContext(ctx, "ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ip -n %s -batch: %w: %s", ns, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // listening reports whether something in namespace-holding process pid's
