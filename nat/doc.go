@@ -8,7 +8,8 @@
 // and interfaces the fast path forwards by.
 //
 // The daemon relays PPTP control connections (RFC 2637 section 1.3, TCP port
-// 1723) itself: relay_prerouting hands them from the LAN to the relay's
+// 1723) itself: relay_prerouting (entered from gre_prerouting for TCP to
+// port 1723 only) hands them from the LAN to the relay's
 // transparent socket by tproxy, untracked and marked, and a policy rule
 // (tproxyroute.go) routes the marked packets to the local stack;
 // relay_to_lan leaves the relay's replies untracked too, and relay_input

@@ -161,10 +161,11 @@ var (
 		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("2001880b"))),
 	)
 	// tcp dport 1723:
-	// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
+	// [ payload load 1b @ network header + 9 => reg 1 ] [ cmp eq reg 1 0x06 ]
 	// [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 1723 ]
 	gTCP1723 = cat(
-		ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
+		ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
+			u32(unix.NFTA_PAYLOAD_OFFSET, 9), u32(unix.NFTA_PAYLOAD_LEN, 1)),
 		ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
 		ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
 			u32(unix.NFTA_PAYLOAD_OFFSET, 2), u32(unix.NFTA_PAYLOAD_LEN, 2)),
@@ -374,12 +375,9 @@ var goldenOpen = []wantMsg{
 		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
 		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
-	{"add chain ip pptp_alg relay_prerouting { type filter hook prerouting priority raw; policy accept; }", msgNewChain, fCreate, ip(
+	{"add chain ip pptp_alg relay_prerouting", msgNewChain, fCreate, ip(
 		str(unix.NFTA_CHAIN_TABLE, "pptp_alg"),
 		str(unix.NFTA_CHAIN_NAME, "relay_prerouting"),
-		nest(unix.NFTA_CHAIN_HOOK, u32(unix.NFTA_HOOK_HOOKNUM, unix.NF_INET_PRE_ROUTING), u32(unix.NFTA_HOOK_PRIORITY, 0xfffffed4)), // -300
-		u32(unix.NFTA_CHAIN_POLICY, nfAccept),
-		str(unix.NFTA_CHAIN_TYPE, "filter"),
 	)},
 	gRelayRedirectChain,
 	{"add chain ip pptp_alg relay_to_lan { type filter hook output priority raw; policy accept; }", msgNewChain, fCreate, ip(
@@ -436,6 +434,22 @@ var goldenOpen = []wantMsg{
 			// [ lookup reg 1 set gre_iifs dreg 0 ]
 			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 1), u32(unix.NFTA_LOOKUP_DREG, 0),
 				str(unix.NFTA_LOOKUP_SET, "gre_iifs"), u32(unix.NFTA_LOOKUP_SET_ID, 4)),
+		),
+	)},
+	{`add rule ip pptp_alg gre_prerouting tcp dport 1723 goto relay_prerouting`, msgNewRule, fRule, ip(
+		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
+		str(unix.NFTA_RULE_CHAIN, "gre_prerouting"),
+		nest(unix.NFTA_RULE_EXPRESSIONS,
+			// [ payload load 1b @ network header + 9 => reg 1 ] [ cmp eq reg 1 0x06 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 9), u32(unix.NFTA_PAYLOAD_LEN, 1)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
+			// [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 1723 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 2), u32(unix.NFTA_PAYLOAD_LEN, 2)),
+			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06bb"))),
+			// [ immediate reg 0 goto relay_prerouting ]
+			ex("immediate", u32(unix.NFTA_IMMEDIATE_DREG, 0), gGoto("relay_prerouting")),
 		),
 	)},
 	{`add rule ip pptp_alg gre_from_wan ip daddr . @th,48,16 set ip saddr . @th,48,16 map @gre_in notrack accept`, msgNewRule, fRule, ip(
@@ -536,20 +550,21 @@ var goldenOpen = []wantMsg{
 			gSetTProxyMark,
 		),
 	)},
-	{"add rule ip pptp_alg relay_to_lan oifname @lan_ifaces tcp sport 1723 fib saddr type != local notrack", msgNewRule, fRule, ip(
+	{"add rule ip pptp_alg relay_to_lan tcp sport 1723 oifname @lan_ifaces fib saddr type != local notrack", msgNewRule, fRule, ip(
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "relay_to_lan"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
-			// [ meta load oifname => reg 1 ] [ lookup reg 1 set lan_ifaces ]
-			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
-			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 1), str(unix.NFTA_LOOKUP_SET, "lan_ifaces"), u32(unix.NFTA_LOOKUP_SET_ID, 1)),
-			// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
-			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
+			// [ payload load 1b @ network header + 9 => reg 1 ] [ cmp eq reg 1 0x06 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 9), u32(unix.NFTA_PAYLOAD_LEN, 1)),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
 			// [ payload load 2b @ transport header + 0 => reg 1 ] [ cmp eq reg 1 1723 ]
 			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),
 				u32(unix.NFTA_PAYLOAD_OFFSET, 0), u32(unix.NFTA_PAYLOAD_LEN, 2)),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06bb"))),
+			// [ meta load oifname => reg 1 ] [ lookup reg 1 set lan_ifaces ]
+			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_OIFNAME), u32(unix.NFTA_META_DREG, 1)),
+			ex("lookup", u32(unix.NFTA_LOOKUP_SREG, 1), str(unix.NFTA_LOOKUP_SET, "lan_ifaces"), u32(unix.NFTA_LOOKUP_SET_ID, 1)),
 			// [ fib saddr type => reg 1 ] [ cmp neq reg 1 local ]
 			ex("fib", u32(unix.NFTA_FIB_DREG, 1), u32(unix.NFTA_FIB_FLAGS, unix.NFTA_FIB_F_SADDR), u32(unix.NFTA_FIB_RESULT, unix.NFT_FIB_RESULT_ADDRTYPE)),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_NEQ), value(unix.NFTA_CMP_DATA, h32(unix.RTN_LOCAL))),
@@ -560,8 +575,9 @@ var goldenOpen = []wantMsg{
 		str(unix.NFTA_RULE_TABLE, "pptp_alg"),
 		str(unix.NFTA_RULE_CHAIN, "relay_input"),
 		nest(unix.NFTA_RULE_EXPRESSIONS,
-			// [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x06 ]
-			ex("meta", u32(unix.NFTA_META_KEY, unix.NFT_META_L4PROTO), u32(unix.NFTA_META_DREG, 1)),
+			// [ payload load 1b @ network header + 9 => reg 1 ] [ cmp eq reg 1 0x06 ]
+			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_NETWORK_HEADER),
+				u32(unix.NFTA_PAYLOAD_OFFSET, 9), u32(unix.NFTA_PAYLOAD_LEN, 1)),
 			ex("cmp", u32(unix.NFTA_CMP_SREG, 1), u32(unix.NFTA_CMP_OP, unix.NFT_CMP_EQ), value(unix.NFTA_CMP_DATA, raw("06"))),
 			// [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 11723 ]
 			ex("payload", u32(unix.NFTA_PAYLOAD_DREG, 1), u32(unix.NFTA_PAYLOAD_BASE, unix.NFT_PAYLOAD_TRANSPORT_HEADER),

@@ -74,8 +74,8 @@ type ForwardChain struct {
 // SeesRelayedConnections reports whether a helper set from b can land on a
 // connection that pptp-alg relays, with the LAN's control connections taken
 // by the NAT redirect (Config.Redirect) or not. By tproxy they are
-// untracked from relay_prerouting (priority raw) on, so no prerouting or
-// input chain can set a helper on them. The redirect (relay_redirect)
+// untracked from relay_prerouting (entered from gre_prerouting, priority
+// raw) on, so no prerouting or input chain can set a helper on them. The redirect (relay_redirect)
 // rewrites the client's tcp/1723 to the relay port at dstnat - 5, so a
 // prerouting chain up to then still sees 1723. Output carries the relay's
 // own connections to servers, and with the router's own connections, which

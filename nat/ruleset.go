@@ -175,14 +175,14 @@ func newObjects(cfg Config) objects {
 			Table: t, Name: chainGREPost, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPostrouting, Priority: prioSrcNAT, Policy: policyAccept,
 		},
-		// chain relay_prerouting { type filter hook prerouting priority raw; policy accept; }
+		// chain relay_prerouting: a regular chain, reached from
+		// gre_prerouting (priority raw) for TCP to port 1723 only.
 		//
 		// At raw, before conntrack: the relayed connections are untracked,
 		// so no conntrack helper can be set on them and no NAT applies.
-		relayPre: &nftables.Chain{
-			Table: t, Name: chainRelayPre, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookPrerouting, Priority: prioRaw, Policy: policyAccept,
-		},
+		// Not a base chain of its own: every forwarded packet would enter
+		// it and pay its interface lookups.
+		relayPre: &nftables.Chain{Table: t, Name: chainRelayPre},
 		// chain relay_to_lan { type filter hook output priority raw; policy accept; }
 		relayReply: &nftables.Chain{
 			Table: t, Name: chainRelayReply, Type: nftables.ChainTypeFilter,
@@ -256,7 +256,9 @@ func (o objects) queueInstall(c *nftables.Conn, cfg Config) error {
 //
 // Every packet through the router passes gre_prerouting and gre_postrouting,
 // so both test the cheap, inline-evaluated IP protocol first: other traffic
-// leaves after one payload load and one compare.
+// leaves after a payload load and a compare per rule. gre_prerouting also
+// hands TCP to port 1723 to relay_prerouting, rather than relay_prerouting
+// being a base chain that every packet enters.
 //
 // pptp-alg owns only the calls it relays. PPTP GRE that matches none of
 // them leaves gre_from_wan and gre_from_lan without a verdict and goes on to
@@ -271,6 +273,10 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 	rules := []*nftables.Rule{
 		// <pptp gre> iifname vmap @gre_iifs
 		rule(o.grePre, o.dispatchGRE()),
+		// tcp dport 1723 goto relay_prerouting: inline-evaluated loads
+		// and compares only, so that other traffic leaves without a
+		// lookup (nft prints the ip protocol test as part of tcp dport)
+		rule(o.grePre, append(matchTCPPort(2, 1723), &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainRelayPre})),
 		// ip saddr . @th,48,16 ... map @gre_in: rewrite, notrack accept
 		rule(o.greFromWAN, o.inboundTranslate()),
 		// ip saddr . ip daddr . @th,48,16 @gre_out notrack accept
@@ -326,6 +332,25 @@ func (o objects) dispatchGRE() []expr.Any {
 				SetName: o.greIifs.Name, SetID: o.greIifs.ID},
 		},
 	)
+}
+
+// matchTCPPort is tcp sport PORT (off 0) or tcp dport PORT (off 2):
+// ip protocol tcp, then the port, by inline-evaluated loads and compares.
+// Not inlined: inlined into each caller it grows the router binary past a
+// 64 KiB step.
+//
+//go:noinline
+func matchTCPPort(off uint32, port uint16) []expr.Any {
+	return []expr.Any{
+		// [ payload load 1b @ network header + 9 => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+		// [ cmp eq reg 1 0x06 ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
+		// [ payload load 2b @ transport header + OFF => reg 1 ]
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		// [ cmp eq reg 1 PORT ]
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(port)},
+	}
 }
 
 // iifElements map the WAN to gre_from_wan and each LAN to gre_from_lan.
@@ -531,7 +556,7 @@ func (o objects) relayTProxyNew(port uint16, mark, mask uint32) []expr.Any {
 func (o objects) matchRelayedControl() []expr.Any {
 	return concat(
 		o.matchLANIface(),
-		matchTCPDport(1723),
+		matchTCPPort(2, 1723),
 		[]expr.Any{
 			// [ fib daddr type => reg 1 ]
 			&expr.Fib{Register: unix.NFT_REG_1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -553,30 +578,24 @@ func tproxyTo(port uint16) []expr.Any {
 
 // relayReplyNotrack leaves the relay's packets to LAN clients untracked,
 // as the clients' packets are: they leave from the server's address, which
-// is not the router's.
+// is not the router's. Every packet the router sends passes here, so the
+// inline-evaluated protocol and port tests come before the interface
+// lookup.
 //
-//	oifname @lan_ifaces tcp sport 1723 fib saddr type != local notrack
+//	tcp sport 1723 oifname @lan_ifaces fib saddr type != local notrack
 func (o objects) relayReplyNotrack() []expr.Any {
-	return []expr.Any{
+	return append(matchTCPPort(0, 1723),
 		// [ meta load oifname => reg 1 ]
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: unix.NFT_REG_1},
 		// [ lookup reg 1 set lan_ifaces ]
 		&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: o.lanIfaces.Name, SetID: o.lanIfaces.ID},
-		// [ meta load l4proto => reg 1 ]
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
-		// [ cmp eq reg 1 0x06 ]
-		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
-		// [ payload load 2b @ transport header + 0 => reg 1 ]
-		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		// [ cmp eq reg 1 1723 ]
-		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(1723)},
 		// [ fib saddr type => reg 1 ]
 		&expr.Fib{Register: unix.NFT_REG_1, FlagSADDR: true, ResultADDRTYPE: true},
 		// [ cmp neq reg 1 local ]
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: hostU32(rtnLocal)},
 		// [ notrack ]
 		&expr.Notrack{},
-	}
+	)
 }
 
 // setMark is meta mark set mark & ~MASK | MARK: the mark's bits, the rest
@@ -607,7 +626,7 @@ func relayOwnRedirect(wan string, port uint16, mark uint32) []expr.Any {
 			// [ cmp eq reg 1 WAN ]
 			&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: ifname(wan)},
 		},
-		matchTCPDport(1723),
+		matchTCPPort(2, 1723),
 		[]expr.Any{
 			// [ meta load mark => reg 1 ]
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: unix.NFT_REG_1},
@@ -638,7 +657,7 @@ func redirectTo(port uint16) []expr.Any {
 //	tcp dport RELAYPORT ct status & dnat == 0 drop
 func relayGuard(port uint16) []expr.Any {
 	return concat(
-		matchTCPDport(port),
+		matchTCPPort(2, port),
 		[]expr.Any{
 			// [ ct load status => reg 1 ]
 			&expr.Ct{Key: expr.CtKeySTATUS, Register: unix.NFT_REG_1},
@@ -677,20 +696,6 @@ func (o objects) matchLANIface() []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
 		// [ lookup reg 1 set lan_ifaces ]
 		&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: o.lanIfaces.Name, SetID: o.lanIfaces.ID},
-	}
-}
-
-// matchTCPDport is tcp dport PORT.
-func matchTCPDport(port uint16) []expr.Any {
-	return []expr.Any{
-		// [ meta load l4proto => reg 1 ]
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
-		// [ cmp eq reg 1 0x06 ]
-		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
-		// [ payload load 2b @ transport header + 2 => reg 1 ]
-		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		// [ cmp eq reg 1 PORT ]
-		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: be16(port)},
 	}
 }
 
