@@ -135,10 +135,10 @@ func Probe(netns int) []Finding {
 }
 
 // Missing returns the first finding of a feature the daemon cannot do
-// without, if any.
-func Missing(fs []Finding) (Finding, bool) {
+// without, if any; with fastPath, the fast path's features count too.
+func Missing(fs []Finding, fastPath bool) (Finding, bool) {
 	for _, f := range fs {
-		if f.Err != nil && !f.FastPath {
+		if f.Err != nil && (fastPath || !f.FastPath) {
 			return f, true
 		}
 	}

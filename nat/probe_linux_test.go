@@ -30,7 +30,7 @@ func TestProbe(t *testing.T) {
 			t.Errorf("%s (%s): %v", f.Name, f.Kernel, f.Err)
 		}
 	}
-	if _, ok := Missing(fs); ok {
+	if _, ok := Missing(fs, false); ok {
 		t.Error("Missing reports a feature missing")
 	}
 	if took > time.Second {
@@ -60,11 +60,11 @@ func TestProbeMissing(t *testing.T) {
 		t.Errorf("took %v", took)
 	}
 	fs := []Finding{{Feature: Features[0], Err: unix.EOPNOTSUPP}}
-	if f, ok := Missing(fs); !ok || f.Name != "nftables" {
+	if f, ok := Missing(fs, false); !ok || f.Name != "nftables" {
 		t.Errorf("Missing(%v) = %v, %v", fs, f, ok)
 	}
 	fs = []Finding{{Feature: Features[0]}, {Feature: Features[len(Features)-1], Err: unix.ENOENT}}
-	if f, ok := Missing(fs); ok {
+	if f, ok := Missing(fs, false); ok {
 		t.Errorf("a fast path feature counts as missing: %v", f)
 	}
 }
@@ -164,7 +164,7 @@ func TestOpenEnds(t *testing.T) {
 	if took > 2*replyTimeout {
 		t.Errorf("took %v", took)
 	}
-	if _, missing := Missing(Probe(ns.fd)); !missing && err != nil {
+	if _, missing := Missing(Probe(ns.fd), false); !missing && err != nil {
 		t.Errorf("the kernel has every feature, yet: %v", err)
 	}
 }

@@ -70,10 +70,12 @@ WAN and LAN interfaces (a second table of the same name, family netdev,
 using nft's fwd), skipping routing, the firewall's chains and conntrack;
 it is faster than the kernel's own helper. Fragments, packets whose TTL
 would expire or that exceed the outgoing MTU, and calls routed elsewhere
-go through the ip table as before, as does all GRE if the fast path cannot
-be installed (the log and 'pptp-alg status' say why; OpenWrt needs
-kmod-nft-netdev). It is rebuilt as soon as the kernel reports a change of
-an interface, MTU, route or the WAN address.
+go through the ip table as before, as does all GRE with --fast-path=false
+or while the fast path cannot be installed (the log and 'pptp-alg status'
+say why). A kernel without nftables' netdev family or fwd (OpenWrt:
+kmod-nft-netdev) makes run exit 2 unless --fast-path=false. The fast path
+is rebuilt as soon as the kernel reports a change of an interface, MTU,
+route or the WAN address.
 
 The daemon acts on kernel notifications rather than polling: when its
 tables lose anything ('nft flush ruleset', a firewall reload) it installs
@@ -263,7 +265,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// first, so the reason is the feature's (a batch that fails at once
 	// names nothing).
 	findings := nat.Probe(0)
-	if f, missing := nat.Missing(findings); missing {
+	if f, missing := nat.Missing(findings, cfg.fastPath); missing {
+		if f.FastPath {
+			return usagef("%s, which the GRE fast path needs: %s, or run with --fast-path=false", lacks(f), featureFix(f))
+		}
 		return usagef("%s: %s", lacks(f), featureFix(f))
 	}
 	tracker, err := conntrack.Open()
@@ -283,8 +288,6 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, f := range findings {
 		if f.Err == nil {
 			features = append(features, f.Name)
-		} else if cfg.fastPath && !errors.Is(f.Err, nat.ErrNotTried) {
-			log.Warn(lacks(f)+": the fast path cannot be installed, GRE goes through the ip table", "fix", featureFix(f))
 		}
 	}
 	d := &daemon{cfg: cfg, log: log, router: hostRouter{tracker: tracker, mark: int(cfg.relayMark)},
