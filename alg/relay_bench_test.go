@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 )
 
@@ -20,14 +21,13 @@ import (
 // Echo-Request, Outgoing-Call-Request and Call-Clear-Request, and answers a
 // Set-Link-Info with a WAN-Error-Notify for the same call, as a PAC reporting
 // line errors would, so that both directions carry a call ID to translate.
-func benchPAC(c net.Conn) {
+func benchPAC(c net.Conn, serverIDs *atomic.Uint32) {
 	defer c.Close()
 	echoRep := (&EchoReply{ResultCode: 1}).Append(nil)
 	ocrpMsg := (&OutgoingCallReply{ResultCode: OutgoingCallResultConnected}).Append(nil)
 	wen := (&WANErrorNotify{CRCErrors: 1}).Append(nil)
 	cdn := (&CallDisconnectNotify{ResultCode: 4}).Append(nil)
 	var buf [MaxMessageLen]byte
-	serverID := uint16(40000)
 	peerOf := map[uint16]uint16{} // server call ID -> peer's (NAT) call ID
 	for {
 		if _, err := io.ReadFull(c, buf[:HeaderLen]); err != nil {
@@ -46,7 +46,9 @@ func benchPAC(c net.Conn) {
 			copy(echoRep[12:16], buf[12:16])
 			reply = echoRep
 		case TypeOutgoingCallRequest:
-			serverID++
+			// Unique across the server's connections, as a PAC's call
+			// IDs are (the relay refuses a client two calls with one).
+			serverID := uint16(serverIDs.Add(1))
 			peerOf[serverID] = get16(buf[:], 12)
 			put16(ocrpMsg, 12, serverID)
 			put16(ocrpMsg, 14, get16(buf[:], 12))
@@ -74,13 +76,15 @@ func benchPACAddr(b *testing.B) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Close() })
+	var serverIDs atomic.Uint32
+	serverIDs.Store(40000)
 	go func() {
 		for {
 			c, err := srv.Accept()
 			if err != nil {
 				return
 			}
-			go benchPAC(c)
+			go benchPAC(c, &serverIDs)
 		}
 	}()
 	return srv.Addr().String()
