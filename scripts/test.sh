@@ -79,6 +79,9 @@ step "shellcheck" shellcheck scripts/*.sh scripts/armvm/*.sh scripts/openwrt-box
 step "firmware: shellcheck, node --check, JSON" scripts/firmware/lint.sh
 step "go test (unit, root and end-to-end)" go test -p 2 -count=1 -timeout 20m ./...
 step "fuzz targets, $fuzztime each" fuzz_all
+# Once each, so that a benchmark that no longer runs fails here, not in a
+# recorded bench run.
+step "Go benchmarks of alg and nat, once each" go test -count=1 -run '^$' -bench . -benchtime 1x ./alg ./nat
 step "unit tests on linux/arm (qemu)" cross arm qemu-arm-static GOARM=7
 step "unit tests on linux/mips, big-endian (qemu)" cross mips qemu-mips-static GOMIPS=softfloat
 step "kernel tests and the daemon on a real ARM kernel (qemu-system-arm)" scripts/armvm/run.sh
