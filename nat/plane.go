@@ -28,18 +28,20 @@ type Config struct {
 	// the LAN's share one call-ID space toward each server.
 	RouterCalls bool
 	RelayMark   uint32
-	// LAN control connections reach the relay by tproxy: relay_prerouting
-	// hands each packet to the relay's socket and sets TProxyMark (within
-	// TProxyMask) on it, and a policy rule at RulePriority sends packets
-	// with that mark to RouteTable, which delivers everything locally
-	// (tproxyroute.go). Zero means the Default of each; a zero mask is the
+	// Unless Redirect, LAN control connections reach the relay by tproxy:
+	// relay_prerouting hands each packet to the relay's socket and sets
+	// TProxyMark (within TProxyMask) on it, and a policy rule at
+	// RulePriority sends packets with that mark to RouteTable, which
+	// delivers everything locally (tproxyroute.go). Zero means the Default of each; a zero mask is the
 	// mark itself.
 	TProxyMark, TProxyMask   uint32
 	RouteTable, RulePriority uint32
 	// Redirect takes new LAN control connections to the relay by a NAT
-	// redirect instead (chain relay_redirect), for LAN bridges whose frames
-	// pass the IP hooks (bridge-nf-call-iptables=1), where tproxy's socket
-	// is lost. See SetRedirect.
+	// redirect instead (chain relay_redirect): no policy rule, so the
+	// kernel's route lookup of every forwarded packet stays fast, but a
+	// `nft flush ruleset` resets busy ones. Also for LAN bridges whose
+	// frames pass the IP hooks (bridge-nf-call-iptables=1), where tproxy's
+	// socket is lost. See SetRedirect.
 	Redirect bool
 	// FastPath also installs the netdev table that forwards the GRE of
 	// known calls from ingress (see CheckFastPath). If it cannot be
@@ -179,8 +181,13 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		route: openRouting(conn.NetNS, cfg)}
 	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, opts)
 	// The route first: tproxied packets are marked from the moment the
-	// table is in.
-	if err := p.route.install(); err != nil {
+	// table is in. The redirect needs none, and an earlier tproxy run's
+	// goes: with no policy rule, the kernel keeps its fast route lookup
+	// for every forwarded packet.
+	if err = p.route.remove(); err == nil && !cfg.Redirect {
+		_, err = p.route.ensure()
+	}
+	if err != nil {
 		_ = p.conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
@@ -261,7 +268,8 @@ func (p *Plane) Close() error {
 	if err == nil {
 		err = ferr
 	}
-	if rerr := p.route.remove(); err == nil { // after the table: nothing is marked now
+	// After the table: nothing is marked now.
+	if rerr := p.route.remove(); err == nil {
 		err = rerr
 	}
 	if cerr := p.conn.CloseLasting(); err == nil {
@@ -290,34 +298,54 @@ func (p *Plane) Reinstall() error {
 // SetRedirect switches how new LAN control connections reach the relay: by
 // a NAT redirect (on) or by tproxy (off), in one batch that flushes
 // relay_prerouting and relay_redirect and adds their rules for the mode.
-// Connections the relay already holds by tproxy keep their rule; those it
-// holds by the redirect keep their conntrack NAT.
-func (p *Plane) SetRedirect(on bool) error {
+// The tproxy rule and route exist only in tproxy mode: added before the
+// switch to it, removed after the switch away, so no forwarded packet pays
+// a policy rule lookup while the redirect serves. Connections the relay
+// holds by the redirect keep their conntrack NAT; those it holds by tproxy
+// lose their route, and their clients reconnect.
+func (p *Plane) SetRedirect(on bool) (err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cfg.Redirect == on {
 		return nil
 	}
-	cfg := p.cfg
-	cfg.Redirect = on
-	p.conn.FlushChain(p.obj.relayPre)   // flush chain ip pptp_alg relay_prerouting
-	p.conn.FlushChain(p.obj.relayRedir) // flush chain ip pptp_alg relay_redirect
-	for _, r := range p.obj.relayModeRules(cfg) {
-		p.conn.AddRule(r)
+	if !on {
+		err = p.route.install()
 	}
-	if err := p.settle(p.conn.Flush()); err != nil {
+	if err == nil {
+		cfg := p.cfg
+		cfg.Redirect = on
+		p.conn.FlushChain(p.obj.relayPre)   // flush chain ip pptp_alg relay_prerouting
+		p.conn.FlushChain(p.obj.relayRedir) // flush chain ip pptp_alg relay_redirect
+		for _, r := range p.obj.relayModeRules(cfg) {
+			p.conn.AddRule(r)
+		}
+		err = p.settle(p.conn.Flush())
+	}
+	if err == nil {
+		p.cfg.Redirect = on
+		if on {
+			err = p.route.remove()
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("nat: set redirect %v: %w", on, err)
 	}
-	p.cfg.Redirect = on
 	return nil
 }
 
 // CheckRoute adds the tproxy rule and route again if either is gone (`ip
 // rule flush`, a network restart that clears rules), and reports whether it
 // did. Without them the LAN's control connections would be forwarded
-// instead of reaching the relay.
+// instead of reaching the relay. In redirect mode there are none to check.
 func (p *Plane) CheckRoute() (restored bool, err error) {
-	return p.route.ensure()
+	p.mu.Lock()
+	redirect := p.cfg.Redirect
+	p.mu.Unlock()
+	if redirect {
+		return false, nil
+	}
+	return p.route.ensure() // its caller runs SetRedirect and CheckRoute in turn
 }
 
 // Installed reports whether the table still exists, for detecting

@@ -297,13 +297,13 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 }
 
 // relayModeRules are the rules that take new LAN control connections to the
-// relay: by tproxy, or by a NAT redirect while Config.Redirect, for when
-// tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter runs
+// relay: by tproxy, or by a NAT redirect while Config.Redirect, which
+// needs no policy rule (so no forwarded packet pays for one) and works
+// where tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter runs
 // prerouting before a bridge hands a frame up, and the IP layer then drops
 // the socket tproxy assigned. Redirected connections are tracked and
-// NATed, so `nft flush ruleset` resets them. The
-// established-connection tproxy rule stays in both modes, so connections
-// taken by tproxy before a switch to the redirect go on; it never matches
+// NATed, so `nft flush ruleset` resets busy ones. The
+// established-connection tproxy rule stays in both modes; it never matches
 // a redirected connection, whose socket has the router's address.
 func (o objects) relayModeRules(cfg Config) []*nftables.Rule {
 	rule := func(ch *nftables.Chain, e []expr.Any) *nftables.Rule {

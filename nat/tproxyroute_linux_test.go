@@ -59,3 +59,64 @@ func TestTProxyRoute(t *testing.T) {
 		t.Errorf("after Close: %d rules, route %v; want none", n, route())
 	}
 }
+
+// TestTProxyRouteOnlyForTProxy: in redirect mode there is no policy rule
+// (one would slow every forwarded packet's route lookup): Open adds none
+// and removes one an earlier tproxy run left, CheckRoute adds none,
+// SetRedirect(false) adds the rule and route and SetRedirect(true) removes
+// them again.
+func TestTProxyRouteOnlyForTProxy(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "troute")
+	cfg := Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort, Redirect: true}
+	state := func() (int, bool) {
+		return strings.Count(ns.exec(t, "ip", "rule", "show"), "lookup 1723"),
+			strings.Contains(ns.exec(t, "ip", "route", "show", "table", "all"), "local default dev lo table 1723")
+	}
+	p, err := Open(cfg, nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, r := state(); n != 0 || r {
+		t.Fatalf("after Open in redirect mode: %d rules, route %v; want none", n, r)
+	}
+	if restored, err := p.CheckRoute(); err != nil || restored {
+		t.Errorf("CheckRoute in redirect mode: %v, %v; want false, nil", restored, err)
+	}
+	if n, r := state(); n != 0 || r {
+		t.Errorf("after CheckRoute in redirect mode: %d rules, route %v; want none", n, r)
+	}
+	if err := p.SetRedirect(false); err != nil {
+		t.Fatal(err)
+	}
+	if n, r := state(); n != 1 || !r {
+		t.Errorf("after SetRedirect(false): %d rules, route %v; want 1 and true", n, r)
+	}
+	if err := p.SetRedirect(true); err != nil {
+		t.Fatal(err)
+	}
+	if n, r := state(); n != 0 || r {
+		t.Errorf("after SetRedirect(true): %d rules, route %v; want none", n, r)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A tproxy run that never closed leaves its rule; a redirect run's
+	// Open and Close remove it.
+	cfg.Redirect = false
+	if _, err := Open(cfg, nftables.WithNetNSFd(ns.fd)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Redirect = true
+	p, err = Open(cfg, nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, r := state(); n != 0 || r {
+		t.Errorf("after a redirect run's Open over a tproxy run's leftovers: %d rules, route %v; want none", n, r)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
