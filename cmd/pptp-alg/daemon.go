@@ -27,20 +27,20 @@ Run the PPTP passthrough gateway in the foreground, logging to stderr as
 procd and systemd expect. It is ready once its control socket exists.
 
 PPTP control connections from the LAN interfaces to TCP port 1723 are
-taken to a local relay by tproxy, which connects to the server from the WAN
-address and translates call IDs. The relay's socket keeps the server's
-address, so nothing it sends needs NAT and 'nft flush ruleset' resets no
-connection. The packets carry --tproxy-mark (default 0x10000000/0x10000000,
-a bit fw4, mwan3 and pbr leave alone), and a policy rule and route, added
-again if they go and removed on disable and exit, deliver them locally:
+taken to a local relay, which connects to the server from the WAN address
+and translates call IDs. --lan-control redirect (the default) takes them by
+NAT, which costs nothing per packet, but 'nft flush ruleset' (not fw4's
+reload) resets busy ones. --lan-control tproxy survives that flush: the
+relay's socket keeps the server's address. Its packets carry --tproxy-mark
+(default 0x10000000/0x10000000, a bit fw4, mwan3 and pbr leave alone) and
+a policy rule and route deliver them (--rule-priority, --route-table):
     ip rule add pref 1723 fwmark 0x10000000/0x10000000 lookup 1723
     ip route add local 0.0.0.0/0 dev lo table 1723
-(--rule-priority, --route-table). While a LAN bridge passes its frames
-through the IP hooks (net.bridge.bridge-nf-call-iptables=1, not OpenWrt's
-default), which loses tproxy's socket, a NAT redirect takes new ones
-instead, and a flush may reset those (checked at each link event; status
-says which). GRE is translated in the kernel, by the
-nftables table the daemon owns (family ip, "pptp_alg" unless --table).
+That rule slows every forwarded packet's route lookup, PPTP or not (up to
+9%). While a LAN bridge passes the IP hooks (bridge-nf-call-iptables=1,
+not OpenWrt's default), which lose tproxy's socket, the redirect serves.
+GRE is translated in the kernel, by the nftables table the daemon owns
+(family ip, "pptp_alg" unless --table).
 The firewall must accept that GRE, which conntrack leaves untracked, in its
 forward chain: 'pptp-alg doctor' checks it.
 
@@ -130,7 +130,10 @@ type daemonConfig struct {
 	routeTable  uint
 	// rulePriority is the policy rule's: ip rule's pref.
 	rulePriority uint
-	verbose      bool
+	// tproxy: --lan-control tproxy, LAN control connections by tproxy
+	// unless a LAN bridge passes the IP hooks; otherwise by the redirect.
+	tproxy  bool
+	verbose bool
 }
 
 // maskedMark is a packet mark within a mask, written MARK or MARK/MASK
@@ -196,10 +199,12 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.Var(&cfg.tproxyMark, "tproxy-mark", "packet mark `bits[/mask]` on the LAN's control connections taken to the relay, which route them to it")
 	fs.UintVar(&cfg.routeTable, "route-table", nat.DefaultRouteTable, "routing `table` that delivers marked control connections to the relay")
 	fs.UintVar(&cfg.rulePriority, "rule-priority", nat.DefaultRulePriority, "`priority` (ip rule pref) of the policy rule that looks up --route-table")
+	lanControl := fs.String("lan-control", lanControlRedirect, "`mode` of LAN control connections: redirect or tproxy")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
 	}
+	cfg.tproxy = *lanControl == lanControlTProxy
 	for _, l := range strings.Split(*lan, ",") {
 		if l = strings.TrimSpace(l); l != "" {
 			cfg.lan = append(cfg.lan, l)
@@ -214,6 +219,8 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 		return cfg, true, usagef("run: --relay-port must be 1-65535 and not 1723")
 	case cfg.limits.ConnsPerClient < 1 || cfg.limits.CallsPerClient < 1 || cfg.limits.Calls < 1:
 		return cfg, true, usagef("run: limits must be at least 1")
+	case !cfg.tproxy && *lanControl != lanControlRedirect:
+		return cfg, true, usagef("run: --lan-control must be redirect or tproxy")
 	case cfg.routeTable == 0 || cfg.routeTable > 1<<32-1 || (cfg.routeTable >= 252 && cfg.routeTable <= 255):
 		return cfg, true, usagef("run: --route-table must be 1-4294967295 and not one of the kernel's 252-255")
 	case cfg.rulePriority == 0 || cfg.rulePriority >= 32766:
@@ -360,7 +367,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
 		TProxyMark: d.cfg.tproxyMark.mark, TProxyMask: d.cfg.tproxyMark.mask,
 		RouteTable: uint32(d.cfg.routeTable), RulePriority: uint32(d.cfg.rulePriority),
-		Redirect: bridge != "",
+		Redirect: d.redirectMode(bridge),
 	})
 	if err != nil {
 		ln.Close()
@@ -369,7 +376,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	}
 	d.wanAddr.Store(&wanAddr)
 	d.plane = plane
-	d.redirect.Store(bridge != "")
+	d.redirect.Store(d.redirectMode(bridge))
 	d.logRelayMode(bridge)
 	d.logFastPath()
 	// Idle expiry runs while calls exist: the first call's inbound half
@@ -473,11 +480,23 @@ func (d *daemon) warnRuleset() {
 	}
 }
 
+// redirectMode reports whether new LAN control connections go by the NAT
+// redirect: unless --lan-control tproxy, and then while bridge (a LAN
+// bridge whose frames pass the IP hooks, which lose tproxy's socket) is
+// not "".
+func (d *daemon) redirectMode(bridge string) bool {
+	return !d.cfg.tproxy || bridge != ""
+}
+
 // logRelayMode says how new LAN control connections reach the relay, and
 // why: bridge names the LAN bridge whose frames pass the IP hooks, if any.
 func (d *daemon) logRelayMode(bridge string) {
-	if bridge == "" {
-		d.log.Info("LAN control connections by tproxy", "why", "no LAN bridge passes the IP hooks")
+	if !d.cfg.tproxy || bridge == "" {
+		mode := "tproxy"
+		if !d.cfg.tproxy {
+			mode = "NAT redirect"
+		}
+		d.log.Info("LAN control connections by " + mode)
 		return
 	}
 	d.log.Warn("bridge-nf-call-iptables=1: LAN control connections by NAT redirect; a `nft flush ruleset` may reset them",

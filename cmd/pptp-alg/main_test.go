@@ -111,6 +111,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--relay-mark", "0x10000000"}, "--relay-mark must not carry --tproxy-mark"},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--route-table", "254"}, "--route-table must be"},
 		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--rule-priority", "32766"}, "--rule-priority must be"},
+		{[]string{"run", "--lan", "br-lan", "--wan", "wan", "--lan-control", "nat"}, "--lan-control must be redirect or tproxy"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &stdout, &stderr)
@@ -142,14 +143,16 @@ func TestParseRunFlags(t *testing.T) {
 		{"everything", []string{"--lan=br-lan", "--wan=pppoe-wan", "--socket=/tmp/s", "--relay-port=2000",
 			"--idle-timeout=10m", "--control-idle-timeout=1m", "--max-conns-per-client=2", "--max-calls-per-client=3",
 			"--max-calls=4", "--table=t", "--fast-path=false", "--router-calls=false", "--relay-mark=0x10",
-			"--tproxy-mark=0x100/0xf00", "--route-table=100", "--rule-priority=99", "--verbose"},
+			"--tproxy-mark=0x100/0xf00", "--route-table=100", "--rule-priority=99", "--lan-control=tproxy", "--verbose"},
 			func(c *daemonConfig) {
 				c.wan, c.socket, c.relayPort, c.idleTimeout, c.controlIdle = "pppoe-wan", "/tmp/s", 2000, 10*time.Minute, time.Minute
 				c.limits = alg.Limits{ConnsPerClient: 2, CallsPerClient: 3, Calls: 4}
 				c.table, c.fastPath, c.verbose = "t", false, true
 				c.routerCalls, c.relayMark = false, 0x10
 				c.tproxyMark, c.routeTable, c.rulePriority = maskedMark{0x100, 0xf00}, 100, 99
+				c.tproxy = true
 			}},
+		{"redirect by name", []string{"--lan", "br-lan", "--wan", "wan", "--lan-control", "redirect"}, func(*daemonConfig) {}},
 	} {
 		want := def
 		want.lan = append([]string(nil), def.lan...)

@@ -159,6 +159,9 @@ func (d *daemon) checkRoute() {
 // link events: a bridge comes and goes with them, and a sysctl change is
 // seen at the next one.
 func (d *daemon) checkRelayMode() {
+	if !d.cfg.tproxy {
+		return // always the redirect
+	}
 	bridge := d.router.BridgeNetfilter(d.cfg.lan)
 	on := bridge != ""
 	if on == d.redirect.Load() {

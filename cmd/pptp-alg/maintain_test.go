@@ -230,6 +230,12 @@ var (
 // outgoing call.
 func startGateway(t *testing.T, idle time.Duration) (*daemon, *fakeRouter, netip.AddrPort) {
 	t.Helper()
+	return startGatewayTProxy(t, idle, false)
+}
+
+// startGatewayTProxy is startGateway with --lan-control tproxy if tproxy.
+func startGatewayTProxy(t *testing.T, idle time.Duration, tproxy bool) (*daemon, *fakeRouter, netip.AddrPort) {
+	t.Helper()
 	pac := startPAC(t)
 	r := &fakeRouter{
 		addrs:   map[string]netip.Addr{"wan": lo1},
@@ -239,7 +245,7 @@ func startGateway(t *testing.T, idle time.Duration) (*daemon, *fakeRouter, netip
 	port := freePort(t)
 	d := &daemon{
 		cfg: daemonConfig{lan: []string{"lan"}, wan: "wan", relayPort: uint(port), table: "pptp_alg_test",
-			idleTimeout: idle, controlIdle: time.Minute, limits: alg.DefaultLimits},
+			idleTimeout: idle, controlIdle: time.Minute, limits: alg.DefaultLimits, tproxy: tproxy},
 		log:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		router: r, failed: make(chan error, 1),
 	}
@@ -428,12 +434,13 @@ func TestMaintainFollowsWANAddress(t *testing.T) {
 	}
 }
 
-// TestMaintainRelayMode: the daemon takes LAN control connections by the
-// NAT redirect while a LAN bridge passes its frames through the IP hooks,
-// by tproxy otherwise, chosen at enable and again at each links event, and
-// status says which. A switch keeps the calls.
+// TestMaintainRelayMode: with --lan-control tproxy, the daemon takes LAN
+// control connections by the NAT redirect while a LAN bridge passes its
+// frames through the IP hooks, by tproxy otherwise, chosen at enable and
+// again at each links event, and status says which. A switch keeps the
+// calls.
 func TestMaintainRelayMode(t *testing.T) {
-	d, r, relay := startGateway(t, time.Hour)
+	d, r, relay := startGatewayTProxy(t, time.Hour, true)
 	if redirect, _ := r.plane.mode(); redirect || d.status().LANControl != "tproxy" {
 		t.Fatalf("enabled without a bridge passing the IP hooks: redirect %v, status %q; want tproxy", redirect, d.status().LANControl)
 	}
@@ -469,6 +476,24 @@ func TestMaintainRelayMode(t *testing.T) {
 	}
 	if redirect, _ := r.plane.mode(); !redirect || d.status().LANControl != "redirect" {
 		t.Errorf("enabled with a bridge passing the IP hooks: redirect %v, status %q; want redirect", redirect, d.status().LANControl)
+	}
+}
+
+// TestMaintainRelayModeDefault: by default the redirect serves from the
+// start, and links events, with or without a bridge passing the IP hooks,
+// never switch to tproxy.
+func TestMaintainRelayModeDefault(t *testing.T) {
+	d, r, _ := startGateway(t, time.Hour)
+	if redirect, _ := r.plane.mode(); !redirect || d.status().LANControl != "redirect" {
+		t.Fatalf("enabled by default: redirect %v, status %q; want redirect", redirect, d.status().LANControl)
+	}
+	r.setBridge("br-lan")
+	r.links <- struct{}{}
+	r.setBridge("")
+	r.links <- struct{}{}
+	time.Sleep(100 * time.Millisecond)
+	if redirect, n := r.plane.mode(); !redirect || n != 0 || d.status().LANControl != "redirect" {
+		t.Errorf("after links events: redirect %v, %d switches, status %q; want redirect, none", redirect, n, d.status().LANControl)
 	}
 }
 

@@ -57,7 +57,7 @@ func (d *daemon) status() controlapi.Status {
 // what the redirect costs.
 func lanControlDetail(mode string) string {
 	if mode == lanControlRedirect {
-		return "by NAT redirect (a LAN bridge passes the IP hooks: bridge-nf-call-iptables=1); a `nft flush ruleset` may reset them"
+		return "by NAT redirect; a `nft flush ruleset` may reset busy ones (see --lan-control)"
 	}
 	return "by tproxy"
 }

@@ -82,7 +82,7 @@ WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
 carrying:     1 control connection, 2 calls
 fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
-LAN control:  by NAT redirect (a LAN bridge passes the IP hooks: bridge-nf-call-iptables=1); a ` + "`nft flush ruleset`" + ` may reset them
+LAN control:  by NAT redirect; a ` + "`nft flush ruleset`" + ` may reset busy ones (see --lan-control)
 kernel:       nftables, ctnetlink
 PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
 `},
