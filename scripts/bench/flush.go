@@ -35,9 +35,17 @@ const flushGap = 200 * time.Millisecond
 const echoEvery = 10 * time.Millisecond
 
 // flushSection runs on the scale lab, last: it leaves the router without
-// fw4's ruleset.
-func (b *bench) flushSection(ctx context.Context) error {
+// fw4's ruleset. Its daemon runs with --lan-control tproxy, the mode that
+// survives a flush (the redirect, the default, resets busy connections).
+func (b *bench) flushSection(ctx context.Context, dopt daemonOptions) error {
 	r := b.scale
+	if err := r.stopDaemon(); err != nil {
+		return fmt.Errorf("stop the scale lab's daemon: %w", err)
+	}
+	dopt.lanControl = "tproxy"
+	if err := r.startDaemon(ctx, dopt); err != nil {
+		return fmt.Errorf("start the daemon with --lan-control tproxy: %w", err)
+	}
 	res := flushResult{flushes: b.opt.flushes, conns: b.opt.flushConns, calls: b.opt.flushConns}
 	conns := make([]*pns, res.conns)
 	defer func() {

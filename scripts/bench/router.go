@@ -75,6 +75,7 @@ type daemonOptions struct {
 	// socket it opens. Through seccomp, strace stops the daemon only at
 	// those calls, so an idle daemon runs as it would without it.
 	traceSockets bool
+	lanControl   string // --lan-control, if set
 }
 
 // newRig builds a lab with prefix whose router runs s.
@@ -250,10 +251,14 @@ func (r *rig) startDaemon(ctx context.Context, dc daemonOptions) error {
 		r.sockets = filepath.Join(l.Dir, "pptp-alg.strace")
 		wrap = `exec strace -f -qq --seccomp-bpf -e trace=socket,socketpair -e signal=none -o '` + r.sockets + `' "$0" "$@" 2>>'` + r.daemonLog + `'`
 	}
-	p, err := l.Start("pptp-alg", l.Router, nil, "sh", "-c", wrap, dc.bin, "run",
+	args := []string{"sh", "-c", wrap, dc.bin, "run",
 		"--lan", lab.RouterLAN, "--wan", lab.RouterWAN, "--socket", r.socket,
 		"--max-calls", caps, "--max-calls-per-client", caps, "--max-conns-per-client", caps,
-		"--idle-timeout", "1h", "--control-idle-timeout", "1h")
+		"--idle-timeout", "1h", "--control-idle-timeout", "1h"}
+	if dc.lanControl != "" {
+		args = append(args, "--lan-control", dc.lanControl)
+	}
+	p, err := l.Start("pptp-alg", l.Router, nil, args...)
 	if err != nil {
 		return err
 	}

@@ -178,13 +178,14 @@ func TestStatusDisableEnable(t *testing.T) {
 var helperWarning = regexp.MustCompile(`level=WARN msg="the kernel PPTP helper is assigned" where="inet fw4 chain helper_lan \(prerouting priority 0\)" effect="[^"]+" fix="[^"]*kmod-nf-nathelper-extra[^"]*"`)
 
 // TestKernelHelperCoexistence: fw4 assigns the kernel's PPTP helper to LAN
-// tcp/1723 in its prerouting chain at priority filter. Measured here: the
-// relayed connection, which the daemon's tproxy rule leaves untracked at
-// priority raw, never gets the helper, so tunnels work; the daemon warns at
+// tcp/1723 in its prerouting chain at priority filter. Measured here, with
+// --lan-control tproxy: the relayed connection, which the daemon's tproxy
+// rule leaves untracked at priority raw, never gets the helper, so tunnels
+// work; the daemon warns at
 // start-up, status and doctor report the assignment with its fix. A helper
 // assigned earlier in prerouting (mangle) cannot land on it either.
 func TestKernelHelperCoexistence(t *testing.T) {
-	r := newRouter(t, 2, lab.FirewallFW4AndHelper)
+	r := newRouter(t, 2, lab.FirewallFW4AndHelper, "--lan-control", "tproxy")
 	if !helperWarning.MatchString(r.daemon.Output()) {
 		t.Errorf("no start-up warning about the kernel helper:\n%s", r.daemon.Output())
 	}

@@ -78,7 +78,7 @@ func TestLANComesAndGoes(t *testing.T) {
 // control connections redirected to the relay; without that rule they are
 // rejected.
 func TestGuestInputReject(t *testing.T) {
-	r := newRouter(t, 1, lab.FirewallFW4)
+	r := newRouter(t, 1, lab.FirewallFW4, "--lan-control", "tproxy") // the rule under test is tproxy's
 	r.nft(t, "insert", "rule", "inet", "fw4", "input_lan", "reject", "comment", `"test: a guest zone with input REJECT"`)
 	r.startSimServer(t, "--early-gre")
 	lines, err := r.sim(t, r.Hosts[0], "--calls", "1", "--pings", "3", "--then", "clear")
@@ -110,9 +110,10 @@ func TestGuestInputReject(t *testing.T) {
 // instead: chosen at enable, said in the log and status, and a tunnel
 // works. With the setting back at 0, the next link event brings tproxy
 // back, and a tunnel works again. The LAN's zone rejects input, as a guest
-// zone does: the firewall include accepts both.
+// zone does: the firewall include accepts both. (All with --lan-control
+// tproxy; the default is the redirect whatever the bridge does.)
 func TestBridgeNetfilter(t *testing.T) {
-	r := newRouter(t, 1, lab.FirewallFW4)
+	r := newRouter(t, 1, lab.FirewallFW4, "--lan-control", "tproxy")
 	set := func(v string) {
 		t.Helper()
 		if _, err := r.Run(context.Background(), r.Router, "sysctl", "-w", "net.bridge.bridge-nf-call-iptables="+v); err != nil {

@@ -1294,10 +1294,18 @@ func (r *router) checkTables(t testing.TB) {
 
 // TestFaultFlush: the ruleset flushed, or reloaded by a firewall that
 // flushes it, or the daemon's own elements flushed: the daemon restores
-// its table and every call's mappings by itself, and calls go on.
+// its table and every call's mappings by itself, and calls go on. The
+// daemon runs in its default mode, the NAT redirect, which adds no policy
+// rule (one would slow every forwarded packet's route lookup).
 func TestFaultFlush(t *testing.T) {
 	// An idle timeout of 20 s checks the elements every 2 s.
 	r := newRouter(t, 3, lab.FirewallFW4, "--idle-timeout", "20s")
+	if got := r.status(t).LANControl; got != "redirect" {
+		t.Errorf("status lan_control %q by default, want redirect", got)
+	}
+	if rules, err := r.Run(context.Background(), r.Router, "ip", "rule", "show"); err != nil || strings.Contains(rules, "lookup 1723") {
+		t.Errorf("policy rules in redirect mode (%v):\n%s", err, rules)
+	}
 	r.startSimServer(t, "--early-gre")
 	by := r.bystander(t, r.Hosts[0], 20)
 	defer by.report(t)
@@ -1370,7 +1378,12 @@ func TestFaultFlush(t *testing.T) {
 // the same; a daemon stopped for a second after a flush fails it.)
 func TestFlushUnderTraffic(t *testing.T) {
 	const conns, flushes = 20, 20
-	r := newRouter(t, 3, lab.FirewallFW4)
+	// tproxy is the mode that survives a flush; the redirect, the
+	// default, resets busy connections.
+	r := newRouter(t, 3, lab.FirewallFW4, "--lan-control", "tproxy")
+	if got := r.status(t).LANControl; got != "tproxy" {
+		t.Fatalf("status lan_control %q with --lan-control tproxy, want tproxy", got)
+	}
 	r.startSimServer(t)
 	cs := make([]*pptpConn, conns)
 	for i := range cs {
