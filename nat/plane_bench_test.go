@@ -69,7 +69,12 @@ func benchClient(i int) netip.Addr {
 // set-up latency is the sum of its own two batches; the deletes of the
 // previous call run outside the timer.
 func BenchmarkCallSetupLatency(b *testing.B) {
-	p := openBenchPlane(b, 0)
+	timeCallSetups(b, openBenchPlane(b, 0))
+}
+
+// timeCallSetups adds a call per op on p and reports the distribution of
+// the additions' times; each call is deleted outside the timer.
+func timeCallSetups(b *testing.B, p *Plane) {
 	var ds []time.Duration
 	var i uint16
 	b.ReportAllocs()
@@ -140,19 +145,7 @@ func BenchmarkCallSetupLatencyWatched(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer w.Close()
-	var ds []time.Duration
-	var i uint16
-	b.ReportAllocs()
-	for b.Loop() {
-		i = i%60000 + 1
-		start := time.Now()
-		addCall(b, p, lanHostIP, i, i)
-		ds = append(ds, time.Since(start))
-		b.StopTimer()
-		deleteCall(b, p, lanHostIP, i)
-		b.StartTimer()
-	}
-	reportQuantiles(b, ds)
+	timeCallSetups(b, p)
 }
 
 // BenchmarkConcurrentCallSetup sets up 100 calls at once, each from a
