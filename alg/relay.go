@@ -28,8 +28,8 @@ type Relay struct {
 	// for one of the router's own connections, which the server must see
 	// come from the address the router's GRE leaves from.
 	Dial func(ctx context.Context, from netip.Addr, server netip.AddrPort) (net.Conn, error)
-	// Check, when set, vets an accepted connection before it is relayed;
-	// an error refuses it.
+	// Check, when set, vets an accepted connection before anything is
+	// relayed; an error refuses it. It runs while the server is dialled.
 	Check func(client, dst netip.AddrPort) error
 	// ControlIdleTimeout closes a control connection once either side has
 	// sent nothing for this long, or not taken what the relay wrote to it;
@@ -151,15 +151,18 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 	log = log.With("server", dst)
+	// The check is a netlink round trip, as long as the server's TCP
+	// handshake; it runs meanwhile, and nothing is relayed before it passed.
+	checked := make(chan error, 1)
 	if r.Check != nil {
-		if err := r.Check(from, dst); err != nil {
-			log.Error("control connection refused", "err", err)
-			return
-		}
+		go func() { checked <- r.Check(from, dst) }()
+	} else {
+		checked <- nil
 	}
 	s, err := r.Table.OpenSession(from.Addr(), dst.Addr())
 	if err != nil {
 		log.Warn("control connection refused", "err", err)
+		<-checked
 		return
 	}
 	defer s.Close()
@@ -175,6 +178,13 @@ func (r *Relay) handle(ctx context.Context, client net.Conn) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	server, err := r.Dial(dctx, own, dst)
 	cancel()
+	if cerr := <-checked; cerr != nil {
+		if server != nil {
+			server.Close()
+		}
+		log.Error("control connection refused", "err", cerr)
+		return
+	}
 	if err != nil {
 		log.Warn("control connection dropped: cannot reach server", "err", err)
 		return

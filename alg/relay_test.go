@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -400,5 +401,67 @@ func TestRelayBufferBounded(t *testing.T) {
 		if _, err := mr.next(); err != nil {
 			t.Fatalf("reply %d: %v", i, err)
 		}
+	}
+}
+
+// A connection that Check refuses gets nothing relayed either way, whether
+// the check answers before the server's handshake or after it: the server
+// reads nothing, the client is closed, and no call or session is left.
+func TestRelayCheckRefuses(t *testing.T) {
+	for _, slow := range []string{"check", "dial"} {
+		t.Run("slow "+slow, func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan int, 1) // bytes the server read before the relay closed
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- -1
+					return
+				}
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, _ := io.Copy(io.Discard, c)
+				got <- int(n)
+			}()
+			delay := func(what string) {
+				if what == slow {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			tab := NewTable(newFakePlane(), DefaultLimits, nil)
+			r := &Relay{
+				Table: tab,
+				Check: func(client, dst netip.AddrPort) error {
+					delay("check")
+					return errors.New("refused for the test")
+				},
+				Dial: func(ctx context.Context, _ netip.Addr, s netip.AddrPort) (net.Conn, error) {
+					delay("dial")
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp4", s.String())
+				},
+			}
+			addr := startRelayWith(t, r, ln.Addr().(*net.TCPAddr).AddrPort())
+			c, err := net.Dial("tcp4", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(ocrq(1))
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 64)); err == nil {
+				t.Fatalf("client read %d bytes from a refused connection", n)
+			} else if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the refused connection was not closed within 5 s")
+			}
+			if n := <-got; n != 0 {
+				t.Fatalf("server read %d bytes of a refused connection", n)
+			}
+			waitFor(t, "the session closed", func() bool { return tab.Sessions() == 0 && tab.Len() == 0 })
+		})
 	}
 }
