@@ -85,30 +85,58 @@ func ruleMsg(ch *nftables.Chain, exprs []expr.Any, fwd fwdNeigh) (netlink.Messag
 	}, nil
 }
 
-// recordBatch returns the messages that queue asks google/nftables for,
-// without the batch's begin and end, and without sending anything.
-func recordBatch(queue func(c *nftables.Conn) error) ([]netlink.Message, error) {
-	var msgs []netlink.Message
-	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+// batchRecorder is a google/nftables Conn that sends nothing: take returns the
+// messages queued on c since the last take, without the batch's begin and
+// end, for sending on a socket of our own.
+type batchRecorder struct {
+	c    *nftables.Conn
+	msgs []netlink.Message
+}
+
+func newBatchRecorder() (*batchRecorder, error) {
+	r := &batchRecorder{}
+	// Lasting: each new stand-in socket would seed a random source.
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
 		if req == nil { // a receive: acknowledge
 			return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
 		}
-		msgs = append(msgs, req...)
+		r.msgs = append(r.msgs, req...)
 		return nil, nil
 	}))
 	if err != nil {
 		return nil, err
 	}
-	if err := queue(c); err != nil {
+	r.c = c
+	return r, nil
+}
+
+// take returns what was queued, nil if nothing was.
+func (r *batchRecorder) take() ([]netlink.Message, error) {
+	r.msgs = r.msgs[:0]
+	if err := r.c.Flush(); err != nil {
 		return nil, err
 	}
-	if err := c.Flush(); err != nil {
+	if len(r.msgs) < 2 {
+		return nil, nil
+	}
+	return r.msgs[1 : len(r.msgs)-1], nil
+}
+
+// recordBatch returns the messages that queue asks google/nftables for,
+// without the batch's begin and end, and without sending anything.
+func recordBatch(queue func(c *nftables.Conn) error) ([]netlink.Message, error) {
+	r, err := newBatchRecorder()
+	if err != nil {
 		return nil, err
 	}
-	if len(msgs) < 2 {
-		return nil, errors.New("empty batch")
+	if err := queue(r.c); err != nil {
+		return nil, err
 	}
-	return msgs[1 : len(msgs)-1], nil
+	msgs, err := r.take()
+	if err == nil && msgs == nil {
+		err = errors.New("empty batch")
+	}
+	return msgs, err
 }
 
 // sendBatch sends msgs as one nf_tables transaction on a socket of its own

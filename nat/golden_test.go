@@ -71,6 +71,8 @@ const (
 	fAck    = netlink.Request | netlink.Acknowledge
 	fCreate = netlink.Request | netlink.Acknowledge | netlink.Create
 	fRule   = netlink.Request | netlink.Acknowledge | netlink.Create | unix.NLM_F_ECHO | unix.NLM_F_APPEND
+	// An element batch asks for an acknowledgement of its last message only.
+	fQuiet = netlink.Request | netlink.Create
 )
 
 // attr is one netlink attribute: nla_len and nla_type in host order, the
@@ -257,7 +259,7 @@ func cat(parts ...[]byte) []byte {
 // gAddCall and gDeleteCall add and delete 203.0.113.2 . 0x1234 in
 // gre_calls, the mark of a relayed call.
 var (
-	gAddCall = wantMsg{"add element ip pptp_alg gre_calls { 203.0.113.2 . 4660 }", msgNewSetElem, fCreate, ip(
+	gAddCall = wantMsg{"add element ip pptp_alg gre_calls { 203.0.113.2 . 4660 }", msgNewSetElem, fQuiet, ip(
 		str(unix.NFTA_SET_ELEM_LIST_SET, "gre_calls"),
 		u32(unix.NFTA_SET_ELEM_LIST_SET_ID, 6),
 		str(unix.NFTA_SET_ELEM_LIST_TABLE, "pptp_alg"),

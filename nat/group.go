@@ -124,7 +124,7 @@ func (p *Plane) sendAdditions(batch []*addition) {
 	if queued == 0 {
 		return
 	}
-	err := p.settle(p.conn.Flush())
+	err := p.sendQueued()
 	for _, a := range batch {
 		switch {
 		case !a.queued:
@@ -134,7 +134,7 @@ func (p *Plane) sendAdditions(batch []*addition) {
 			a.err = err
 		default:
 			if a.err = p.queueAddition(a); a.err == nil {
-				a.err = p.settle(p.conn.Flush())
+				a.err = p.sendQueued()
 			}
 			if a.err == nil {
 				p.added(a)

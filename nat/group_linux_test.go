@@ -86,3 +86,63 @@ func TestRefusedAdditionAlone(t *testing.T) {
 		t.Errorf("gre_in = %v; want 5, 6 and 9", v.Sets["gre_in"])
 	}
 }
+
+// TestSendQuietErrors: a batch acknowledged only at its end still reports a
+// refused message, wherever it is in the batch, as its errno; the whole
+// transaction is undone; and the socket stays in step, so the next batch
+// gets its own answer.
+func TestSendQuietErrors(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "quiet")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	client := netip.AddrFrom4([4]byte{10, 200, 1, 2})
+	other := netip.AddrFrom4([4]byte{10, 200, 1, 3})
+	if err := p.AddInbound(serverIP, 100, client, 100); err != nil {
+		t.Fatal(err)
+	}
+	// gre_in { server . id : client . id }, queued on the Plane's recorder.
+	in := func(id uint16, c netip.Addr) {
+		t.Helper()
+		if err := p.queue(true, p.obj.greIn, nftables.SetElement{Key: inKey(serverIP, id), Val: inValue(c, id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		queue func()
+	}{
+		{"refused first", func() { in(100, other); in(101, client); in(102, client) }},
+		{"refused in the middle", func() { in(101, client); in(100, other); in(102, client) }},
+		{"refused last", func() { in(101, client); in(102, client); in(100, other) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.mu.Lock()
+			tc.queue()
+			err := p.sendQueued()
+			p.mu.Unlock()
+			if !errors.Is(err, unix.EEXIST) {
+				t.Fatalf("sendQueued: %v, want EEXIST", err)
+			}
+			if n := len(viewTable(t, ns, DefaultTable).Sets["gre_in"]); n != 1 {
+				t.Fatalf("gre_in holds %d elements after a refused batch, want the 1 from before", n)
+			}
+			// In step: this batch's answer is its own.
+			p.mu.Lock()
+			in(103, client)
+			err = p.sendQueued()
+			p.mu.Unlock()
+			if err != nil {
+				t.Fatalf("the batch after: %v", err)
+			}
+			if err := p.DeleteInbound(serverIP, 103); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -150,10 +150,13 @@ type Plane struct {
 	adds additions             // waiting for a batch (group.go)
 	opts []nftables.ConnOption // to open the socket again after a fault
 	conn *nftConn
-	cfg  Config
-	obj  objects
-	dump dumper // for Counters
-	fast *fastPath
+	// elements records the element batches (queue), which sendQueued
+	// sends on conn's socket.
+	elements *batchRecorder
+	cfg      Config
+	obj      objects
+	dump     dumper // for Counters
+	fast     *fastPath
 	// route delivers tproxied control connections locally. Not nftables,
 	// so a flush of the ruleset leaves it.
 	route routing
@@ -177,7 +180,12 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	p := &Plane{opts: opts, conn: conn, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS},
+	elements, err := newBatchRecorder()
+	if err != nil {
+		_ = conn.CloseLasting()
+		return nil, fmt.Errorf("nat: open: %w", err)
+	}
+	p := &Plane{opts: opts, conn: conn, elements: elements, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS},
 		route: openRouting(conn.NetNS, cfg)}
 	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, opts)
 	// The route first: tproxied packets are marked from the moment the
@@ -494,7 +502,7 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	if qerr := p.queue(false, p.obj.greCalls, call); qerr != nil {
 		return errors.Join(err, qerr)
 	}
-	if cerr := p.settle(p.conn.Flush()); cerr != nil && !errors.Is(cerr, unix.ENOENT) && err == nil {
+	if cerr := p.sendQueued(); cerr != nil && !errors.Is(cerr, unix.ENOENT) && err == nil {
 		err = cerr
 	}
 	return err
@@ -518,7 +526,7 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	err := p.settle(p.conn.Flush())
+	err := p.sendQueued()
 	if err == nil || fastEl == nil {
 		return err
 	}
@@ -526,13 +534,23 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 	if err := p.queue(add, s, el); err != nil {
 		return err
 	}
-	return p.settle(p.conn.Flush())
+	return p.sendQueued()
 }
 
-// queue queues el's addition to or deletion from s.
+// queue queues el's addition to or deletion from s, for sendQueued.
 func (p *Plane) queue(add bool, s *nftables.Set, el nftables.SetElement) error {
 	if add {
-		return p.conn.SetAddElements(s, []nftables.SetElement{el})
+		return p.elements.c.SetAddElements(s, []nftables.SetElement{el})
 	}
-	return p.conn.SetDeleteElements(s, []nftables.SetElement{el})
+	return p.elements.c.SetDeleteElements(s, []nftables.SetElement{el})
+}
+
+// sendQueued sends what queue queued as one transaction on the lasting
+// socket, acknowledged once (sendQuiet).
+func (p *Plane) sendQueued() error {
+	msgs, err := p.elements.take()
+	if err != nil {
+		return err
+	}
+	return p.settle(p.conn.sendQuiet(msgs))
 }
