@@ -139,7 +139,6 @@ type fastPath struct {
 	done     chan struct{} // closed by Close, once
 	stop     sync.Once
 	stopped  chan struct{} // closed by the adder as it returns
-	rebuilt  bool          // install ran while a batch was in flight
 }
 
 // newFastPath is the fast path of cfg, not installed. mu is the Plane's;
@@ -299,12 +298,12 @@ func (f *fastPath) flushSome() (more bool) {
 	defer f.mu.Unlock()
 	if err != nil {
 		f.dirty = true
-	} else if !f.rebuilt {
+	} else {
 		for k := range batch {
 			f.present[k] = struct{}{}
 		}
 	}
-	f.inflight, f.rebuilt = nil, false
+	f.inflight = nil
 	f.idle.Broadcast()
 	return len(f.pending) > 0
 }
@@ -345,11 +344,14 @@ func (f *fastPath) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 func (f *fastPath) install(wanAddr netip.Addr) error {
 	o := f.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
-	// For the table being replaced: the caller adds its calls again. An
-	// addition in flight lands in the old table, or fails on the new one.
+	// An addition in flight would land in the new table just as well, made
+	// for the old links and known to no one, so no deletion would take it
+	// out: it lands in the old one first. The caller adds its calls again.
+	for f.inflight != nil {
+		f.idle.Wait()
+	}
 	clear(f.pending)
 	clear(f.present)
-	f.rebuilt = f.inflight != nil
 	links, err := f.readLinks(wanAddr)
 	f.links = links
 	var msgs []netlink.Message

@@ -822,3 +822,45 @@ func TestFastPathAbsentLAN(t *testing.T) {
 		t.Fatalf("netdev table after rguest0 went:\n%s", got)
 	}
 }
+
+// TestFastPathRebuildWaitsForAdder: a rebuild waits for the adder's batch
+// in flight. Had it not, the batch, made for the old links, could land in
+// the new table with nobody knowing, and no deletion would take it out: a
+// later call given the same NAT call ID would have its GRE sent to the
+// earlier call's client (seen in TestFaultWANChange, where the WAN address
+// changed and rebuilt the fast path twice within 10 ms).
+func TestFastPathRebuildWaitsForAdder(t *testing.T) {
+	l := newFastLab(t)
+	p := l.p
+	p.mu.Lock()
+	p.fast.inflight = map[fastKey]pendingAdd{} // a batch on its way to the kernel
+	p.fast.dirty = true                        // the next check rebuilds
+	p.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.CheckFastPath()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the rebuild went ahead with a batch in flight (err %v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	p.mu.Lock()
+	p.fast.inflight = nil
+	p.fast.idle.Broadcast()
+	p.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("CheckFastPath: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rebuild did not go ahead 5 s after the batch landed")
+	}
+	// The rebuilt fast path works: a call added now is carried by it.
+	l.addCall(t)
+	if diff := cmp.Diff(callElements(true), l.elements(t)); diff != "" {
+		t.Errorf("elements after the rebuild (-want +got):\n%s", diff)
+	}
+}
