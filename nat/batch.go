@@ -3,7 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
-	"time"
+	"fmt"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -15,8 +15,8 @@ import (
 // only be marshalled, not defined, outside its package. The fast path's
 // batch is therefore put together here: google/nftables writes the messages
 // it can (recordBatch), the rules are encoded with expr.Marshal plus one
-// hand-made fwd expression (ruleMsg), and sendBatch sends them all as one
-// transaction.
+// hand-made fwd expression (ruleMsg), and nftConn.sendBatch sends them all
+// as one transaction on the Plane's socket.
 
 // fwdNeigh is nft's `fwd ip to <reg addr> device <reg dev>`: it sends the
 // packet out of the interface whose index is in dev, to the IPv4 neighbour
@@ -139,45 +139,54 @@ func recordBatch(queue func(c *nftables.Conn) error) ([]netlink.Message, error) 
 	return msgs, err
 }
 
-// sendBatch sends msgs as one nf_tables transaction on a socket of its own
-// in netns (an fd; 0 for our own) and waits for each acknowledgement. The
-// socket is closed after: a failed batch may leave replies unread. Errors
-// from the kernel keep their errno.
-func sendBatch(netns int, msgs []netlink.Message) error {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netns})
+// tableFlagOwner is NFT_TABLE_F_OWNER (Linux 5.12), which x/sys/unix lacks.
+const tableFlagOwner = 0x2
+
+// ownTables makes the batch install t owned by the socket that sends it
+// (NFT_TABLE_F_OWNER): only that socket may change it, `nft flush ruleset`
+// leaves it, and the kernel deletes it when the socket closes. msgs is an
+// install batch as recordBatch gives it, "add table", "delete table", "add
+// table" and the rest. The first "add table" carries no flags, so that it
+// takes any table of the name that this socket may replace, owned by it or
+// left unowned by an older run (one with other flags would be refused);
+// the last one carries the owner flag.
+func ownTables(msgs []netlink.Message, t *nftables.Table) error {
+	var adds []int
+	for i, m := range msgs {
+		if m.Header.Type == netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWTABLE) {
+			adds = append(adds, i)
+		}
+	}
+	if len(adds) != 2 {
+		return fmt.Errorf("%d table additions in an install batch, want 2", len(adds))
+	}
+	var err error
+	if msgs[adds[0]], err = tableMsg(t, nil); err != nil {
+		return err
+	}
+	owner := uint32(tableFlagOwner)
+	msgs[adds[1]], err = tableMsg(t, &owner)
+	return err
+}
+
+// tableMsg is "add table" of t with flags, or without the flags attribute
+// if flags is nil. google/nftables always sends flags 0.
+func tableMsg(t *nftables.Table, flags *uint32) (netlink.Message, error) {
+	attrs := []netlink.Attribute{{Type: unix.NFTA_TABLE_NAME, Data: []byte(t.Name + "\x00")}}
+	if flags != nil {
+		attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, *flags)})
+	}
+	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
-		return err
+		return netlink.Message{}, err
 	}
-	defer c.Close()
-	batch := make([]netlink.Message, 0, len(msgs)+2)
-	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
-	want := 0
-	for _, m := range msgs {
-		m.Header.Sequence, m.Header.PID = 0, 0 // the socket numbers them
-		if m.Header.Flags&netlink.Acknowledge != 0 {
-			want++
-		}
-		batch = append(batch, m)
-	}
-	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
-	if err := c.SetDeadline(time.Now().Add(replyTimeout)); err != nil {
-		return err
-	}
-	if _, err := c.SendMessages(batch); err != nil {
-		return err
-	}
-	for acks := 0; acks < want; {
-		replies, err := c.Receive()
-		if err != nil {
-			return err
-		}
-		for _, r := range replies {
-			if r.Header.Type == netlink.Error {
-				acks++
-			}
-		}
-	}
-	return nil
+	return netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
+		},
+		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, data...),
+	}, nil
 }
 
 func batchMsg(typ int) netlink.Message {

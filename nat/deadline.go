@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -148,3 +149,50 @@ func (c *nftConn) ListTableOfFamily(name string, family nftables.TableFamily) (*
 }
 
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// sendBatch sends msgs, which google/nftables cannot put together itself
+// (recordBatch), as one nf_tables transaction on the lasting socket, and
+// reads one reply for each message that asks for an acknowledgement, as
+// Flush does: the socket stays in step after an errno from the kernel.
+// The first such errno is returned. A table owned by this socket can only
+// be changed through it.
+func (c *nftConn) sendBatch(msgs []netlink.Message) error {
+	batch := make([]netlink.Message, 0, len(msgs)+2)
+	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
+	want := 0
+	for _, m := range msgs {
+		m.Header.Sequence, m.Header.PID = 0, 0 // the socket numbers them
+		if m.Header.Flags&netlink.Acknowledge != 0 {
+			want++
+		}
+		batch = append(batch, m)
+	}
+	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
+	c.arm()
+	if _, err := c.sock.SendMessages(batch); err != nil {
+		return err
+	}
+	var first error
+	for acks := 0; acks < want; {
+		replies, err := c.sock.Receive()
+		if err != nil && !fromKernel(err) {
+			return err
+		}
+		if err != nil {
+			// The kernel refuses a whole batch it may not run with one
+			// error, as google/nftables' Flush assumes too.
+			if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.ENOBUFS) {
+				return err
+			}
+			first = cmp.Or(first, err)
+			acks++
+			continue
+		}
+		for _, r := range replies {
+			if r.Header.Type == netlink.Error {
+				acks++
+			}
+		}
+	}
+	return first
+}

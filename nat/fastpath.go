@@ -106,13 +106,17 @@ func (a fastLinks) equal(b fastLinks) bool {
 
 // fastPath is the netdev table as the Plane keeps it: its objects, what it
 // was built for, which elements it holds, and the adder that puts new
-// calls' elements in. It shares the Plane's mutex, mu: a call's elements in
-// both tables change together. Methods that say so are called with mu held.
+// calls' elements in. It shares the Plane's mutex, mu, and socket (send): a
+// call's elements in both tables change together, and a table the socket
+// owns takes changes from it alone. Methods that say so are called with mu
+// held.
 type fastPath struct {
 	mu    *sync.Mutex // the Plane's
 	cfg   Config
-	netns int                   // an fd; 0 for our own
-	opts  []nftables.ConnOption // for the adder's socket
+	netns int // an fd; 0 for our own
+	// send sends a batch on the Plane's socket, sendQuiet an element
+	// batch, acknowledged once. mu is held.
+	send, sendQuiet func([]netlink.Message) error
 
 	obj    fastObjects
 	on     bool      // installed and in use
@@ -123,28 +127,26 @@ type fastPath struct {
 	routes map[netip.Addr]route
 
 	// Additions wait in pending for the adder, so that a call's set-up
-	// waits for the ip table's batch only; until they are in, its GRE takes
-	// the ip table. One entry per set and key: a deletion takes its key
-	// out. The adder sends them on a socket of its own, without mu;
-	// meanwhile they are in flight, and a deletion of one waits (idle).
-	pending, inflight map[fastKey]pendingAdd
+	// waits for the ip table's batch only, not for the fast path's too;
+	// until they are in, its GRE takes the ip table. One entry per set and
+	// key: a deletion takes its key out.
+	pending map[fastKey]pendingAdd
 	// present holds what the fast path's sets hold, so that a deletion
 	// asks for no element that is not there: a batch the kernel refuses
 	// costs it 15 to 30 ms here, with mu held.
-	present  map[fastKey]struct{}
-	idle     *sync.Cond    // on mu: inflight went empty
-	adder    *nftConn      // the adder's own
-	flushing sync.Mutex    // one flushPending at a time (tests call it too)
-	wake     chan struct{} // to the adder, when pending grows
-	done     chan struct{} // closed by Close, once
-	stop     sync.Once
-	stopped  chan struct{} // closed by the adder as it returns
+	present map[fastKey]struct{}
+	adds    *batchRecorder // the adder's batches; made at its first
+	wake    chan struct{}  // to the adder, when pending grows
+	done    chan struct{}  // closed by Close, once
+	stop    sync.Once
+	stopped chan struct{} // closed by the adder as it returns
 }
 
-// newFastPath is the fast path of cfg, not installed. mu is the Plane's;
-// netns and opts are its socket's.
-func newFastPath(cfg Config, mu *sync.Mutex, netns int, opts []nftables.ConnOption) *fastPath {
-	return &fastPath{mu: mu, cfg: cfg, netns: netns, opts: opts, obj: newFastObjects(cfg)}
+// newFastPath is the fast path of cfg, not installed. mu is the Plane's,
+// netns its network namespace; send and sendQuiet send on its socket.
+func newFastPath(cfg Config, mu *sync.Mutex, netns int, send, sendQuiet func([]netlink.Message) error) *fastPath {
+	return &fastPath{mu: mu, cfg: cfg, netns: netns, send: send, sendQuiet: sendQuiet, obj: newFastObjects(cfg),
+		pending: map[fastKey]pendingAdd{}, present: map[fastKey]struct{}{}}
 }
 
 // fastKey names an element of gre_in or gre_out: the set's batch ID, then
@@ -180,7 +182,7 @@ func (f *fastPath) deferAdd(s *nftables.Set, el nftables.SetElement, oif *nftabl
 // deletion is what a deletion of key from the ip table's counterpart of s
 // must delete from the fast path: nothing if the fast path is off, if the
 // addition is still pending (it is dropped) or if it never had the element;
-// else the element, once no addition of it is in flight. mu is held.
+// else the element. mu is held.
 func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if !f.on {
 		return nil
@@ -189,12 +191,6 @@ func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if _, ok := f.pending[k]; ok {
 		delete(f.pending, k)
 		return nil
-	}
-	for {
-		if _, ok := f.inflight[k]; !ok {
-			break
-		}
-		f.idle.Wait()
 	}
 	if _, ok := f.present[k]; !ok {
 		return nil // never added: the call's route did not suit the fast path
@@ -205,12 +201,7 @@ func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 
 // startAdder starts the goroutine that adds pending elements, as many
 // calls' as are waiting in one batch.
-func (f *fastPath) startAdder() error {
-	c, err := dialNFT(f.opts)
-	if err != nil {
-		return err
-	}
-	f.adder, f.idle, f.pending, f.present = c, sync.NewCond(f.mu), map[fastKey]pendingAdd{}, map[fastKey]struct{}{}
+func (f *fastPath) startAdder() {
 	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(f.stopped)
@@ -223,37 +214,34 @@ func (f *fastPath) startAdder() error {
 			f.flushPending()
 		}
 	}()
-	return nil
 }
 
-// stopAdder stops the adder, if started, and closes its socket. mu is not
-// held.
+// stopAdder stops the adder, if started. mu is not held.
 func (f *fastPath) stopAdder() {
-	if f.adder == nil {
+	if f.done == nil {
 		return
 	}
 	f.stop.Do(func() {
 		close(f.done)
 		<-f.stopped
-		_ = f.adder.CloseLasting()
 	})
 }
 
 // flushPending sends every pending addition, in batches of at most
-// maxAddBatch calls' elements, on the adder's socket. A failure marks the
-// fast path for rebuilding: those calls' GRE takes the ip table meanwhile.
+// maxAddBatch calls' elements. A failure marks the fast path for
+// rebuilding: those calls' GRE takes the ip table meanwhile.
 func (f *fastPath) flushPending() {
-	f.flushing.Lock()
-	defer f.flushing.Unlock()
 	for f.flushSome() {
 	}
 }
 
-// flushSome sends one batch and reports whether more are pending.
+// flushSome sends one batch and reports whether more are pending. It holds
+// mu throughout: the batch goes on the Plane's socket, between the ip
+// table's.
 func (f *fastPath) flushSome() (more bool) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if len(f.pending) == 0 {
-		f.mu.Unlock()
 		return false
 	}
 	batch := make(map[fastKey]pendingAdd, min(len(f.pending), maxAddBatch))
@@ -264,8 +252,6 @@ func (f *fastPath) flushSome() (more bool) {
 		batch[k] = a
 		delete(f.pending, k)
 	}
-	f.inflight = batch
-	f.mu.Unlock()
 
 	// One message per set.
 	bySet := map[*nftables.Set][]nftables.SetElement{}
@@ -280,22 +266,23 @@ func (f *fastPath) flushSome() (more bool) {
 		bySet[f.obj.lanOIF] = append(bySet[f.obj.lanOIF], el)
 	}
 	var err error
-	for s, els := range bySet {
-		err = errors.Join(err, f.adder.SetAddElements(s, els))
+	if f.adds == nil {
+		f.adds, err = newBatchRecorder()
 	}
-	if ferr := f.adder.Flush(); err == nil { // Flush also drops what was queued
-		err = ferr
-	}
-	if err != nil && !fromKernel(err) {
-		// Replies may be left unread: a new socket, as settle does.
-		if c, nerr := dialNFT(f.opts); nerr == nil {
-			_ = f.adder.CloseLasting()
-			f.adder = c
+	if err == nil {
+		for s, els := range bySet {
+			err = errors.Join(err, f.adds.c.SetAddElements(s, els))
 		}
 	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	var msgs []netlink.Message
+	if f.adds != nil {
+		var terr error
+		msgs, terr = f.adds.take() // which drops the queue either way
+		err = errors.Join(err, terr)
+	}
+	if err == nil {
+		err = f.sendQuiet(msgs)
+	}
 	if err != nil {
 		f.dirty = true
 	} else {
@@ -303,8 +290,6 @@ func (f *fastPath) flushSome() (more bool) {
 			f.present[k] = struct{}{}
 		}
 	}
-	f.inflight = nil
-	f.idle.Broadcast()
 	return len(f.pending) > 0
 }
 
@@ -344,22 +329,19 @@ func (f *fastPath) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 func (f *fastPath) install(wanAddr netip.Addr) error {
 	o := f.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
-	// An addition in flight would land in the new table just as well, made
-	// for the old links and known to no one, so no deletion would take it
-	// out: it lands in the old one first. The caller adds its calls again.
-	for f.inflight != nil {
-		f.idle.Wait()
-	}
+	// The caller adds its calls again. No addition is in flight: the adder
+	// holds mu while its batch is on its way, so none lands in the new
+	// table made for the old links, where no deletion would know of it.
 	clear(f.pending)
 	clear(f.present)
 	links, err := f.readLinks(wanAddr)
 	f.links = links
 	var msgs []netlink.Message
 	if err == nil {
-		msgs, err = o.installBatch(links)
+		msgs, err = o.installBatch(links, f.cfg.Owner)
 	}
 	if err == nil {
-		err = sendBatch(f.netns, msgs)
+		err = f.send(msgs)
 	}
 	if err != nil {
 		_ = f.deleteTable()
@@ -371,8 +353,9 @@ func (f *fastPath) install(wanAddr netip.Addr) error {
 }
 
 // installBatch is the one transaction that installs the fast path for
-// links, replacing any table of the same name.
-func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
+// links, replacing any table of the same name; with owner, the new table is
+// owned by the socket that sends it (ownTables).
+func (o fastObjects) installBatch(links fastLinks, owner bool) ([]netlink.Message, error) {
 	msgs, err := recordBatch(func(c *nftables.Conn) error {
 		c.AddTable(o.table) // add table netdev pptp_alg
 		c.DelTable(o.table) // delete table netdev pptp_alg
@@ -394,6 +377,9 @@ func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 		}
 		return nil
 	})
+	if err == nil && owner {
+		err = ownTables(msgs, o.table)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -424,6 +410,7 @@ func (o fastObjects) installBatch(links fastLinks) ([]netlink.Message, error) {
 }
 
 // deleteTable deletes the netdev table; one that is gone is not an error.
+// mu is held.
 func (f *fastPath) deleteTable() error {
 	msgs, err := recordBatch(func(c *nftables.Conn) error {
 		c.DelTable(f.obj.table)
@@ -432,7 +419,7 @@ func (f *fastPath) deleteTable() error {
 	if err != nil {
 		return err
 	}
-	if err := sendBatch(f.netns, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := f.send(msgs); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil

@@ -824,18 +824,17 @@ func TestFastPathAbsentLAN(t *testing.T) {
 }
 
 // TestFastPathRebuildWaitsForAdder: a rebuild waits for the adder's batch
-// in flight. Had it not, the batch, made for the old links, could land in
-// the new table with nobody knowing, and no deletion would take it out: a
-// later call given the same NAT call ID would have its GRE sent to the
-// earlier call's client (seen in TestFaultWANChange, where the WAN address
-// changed and rebuilt the fast path twice within 10 ms).
+// in flight, which holds the Plane's mutex while it goes to the kernel. Had
+// it not, the batch, made for the old links, could land in the new table
+// with nobody knowing, and no deletion would take it out: a later call
+// given the same NAT call ID would have its GRE sent to the earlier call's
+// client (seen in TestFaultWANChange, where the WAN address changed and
+// rebuilt the fast path twice within 10 ms).
 func TestFastPathRebuildWaitsForAdder(t *testing.T) {
 	l := newFastLab(t)
 	p := l.p
-	p.mu.Lock()
-	p.fast.inflight = map[fastKey]pendingAdd{} // a batch on its way to the kernel
-	p.fast.dirty = true                        // the next check rebuilds
-	p.mu.Unlock()
+	p.mu.Lock()         // as the adder does, with a batch on its way to the kernel
+	p.fast.dirty = true // the next check rebuilds
 	done := make(chan error, 1)
 	go func() {
 		_, err := p.CheckFastPath()
@@ -843,12 +842,10 @@ func TestFastPathRebuildWaitsForAdder(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
+		p.mu.Unlock()
 		t.Fatalf("the rebuild went ahead with a batch in flight (err %v)", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	p.mu.Lock()
-	p.fast.inflight = nil
-	p.fast.idle.Broadcast()
 	p.mu.Unlock()
 	select {
 	case err := <-done:

@@ -117,15 +117,14 @@ func gFastOutbound(lan string) wantMsg {
 var goldenFastStart = []wantMsg{
 	{"add table netdev pptp_alg", msgNewTable, fCreate, netdev(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
-		u32(unix.NFTA_TABLE_FLAGS, 0),
 	)},
 	{"delete table netdev pptp_alg", msgDelTable, fAck, netdev(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
 		u32(unix.NFTA_TABLE_FLAGS, 0),
 	)},
-	{"add table netdev pptp_alg", msgNewTable, fCreate, netdev(
+	{"add table netdev pptp_alg { flags owner; }", msgNewTable, fCreate, netdev(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
-		u32(unix.NFTA_TABLE_FLAGS, 0),
+		u32(unix.NFTA_TABLE_FLAGS, 2),
 	)},
 	{"add map netdev pptp_alg gre_in { type ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }", msgNewSet, fCreate, netdev(
 		str(unix.NFTA_SET_TABLE, "pptp_alg"),
@@ -228,7 +227,7 @@ func TestGoldenFastPath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msgs, err := newFastObjects(cfg).installBatch(tc.links)
+			msgs, err := newFastObjects(cfg).installBatch(tc.links, cfg.Owner)
 			if err != nil {
 				t.Fatal(err)
 			}

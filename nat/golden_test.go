@@ -286,22 +286,23 @@ var goldenConfig = Config{
 	// The router's own calls relayed too: relay_output.
 	RouterCalls: true,
 	RelayMark:   0x20000000,
+	Owner:       true,
 }
 
 // goldenOpen is the batch Open and Reinstall send for goldenConfig.
 var goldenOpen = []wantMsg{
 	batchBegin,
+	// No flags: it takes an older table of the name, owned or not.
 	{"add table ip pptp_alg", msgNewTable, fCreate, ip(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
-		u32(unix.NFTA_TABLE_FLAGS, 0),
 	)},
 	{"delete table ip pptp_alg", msgDelTable, fAck, ip(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
 		u32(unix.NFTA_TABLE_FLAGS, 0),
 	)},
-	{"add table ip pptp_alg", msgNewTable, fCreate, ip(
+	{"add table ip pptp_alg { flags owner; }", msgNewTable, fCreate, ip(
 		str(unix.NFTA_TABLE_NAME, "pptp_alg"),
-		u32(unix.NFTA_TABLE_FLAGS, 0),
+		u32(unix.NFTA_TABLE_FLAGS, 2), // NFT_TABLE_F_OWNER
 	)},
 	{"add set ip pptp_alg lan_ifaces { type ifname; }", msgNewSet, fCreate, ip(
 		str(unix.NFTA_SET_TABLE, "pptp_alg"),
@@ -727,6 +728,26 @@ func dumpAttrs(b []byte) []string {
 func TestGoldenOpen(t *testing.T) {
 	_, r := openGolden(t)
 	checkMessages(t, r.take(), goldenOpen)
+}
+
+// TestGoldenUnowned checks the batch for a kernel without the owner flag:
+// google/nftables' flags 0 on each table message.
+func TestGoldenUnowned(t *testing.T) {
+	withoutRouting(t)
+	r := &recorder{}
+	cfg := goldenConfig
+	cfg.Owner = false
+	if _, err := Open(cfg, r.dial()); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	want := append([]wantMsg(nil), goldenOpen...)
+	for _, i := range []int{1, 3} {
+		want[i] = wantMsg{"add table ip pptp_alg", msgNewTable, fCreate, ip(
+			str(unix.NFTA_TABLE_NAME, "pptp_alg"),
+			u32(unix.NFTA_TABLE_FLAGS, 0),
+		)}
+	}
+	checkMessages(t, r.take(), want)
 }
 
 func TestGoldenReinstall(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,13 @@ type Config struct {
 	// known calls from ingress (see CheckFastPath). If it cannot be
 	// installed, the ip table carries all GRE and FastPath says why.
 	FastPath bool
+	// Owner creates both tables owned by the Plane's socket (the kernel's
+	// table flag owner, Linux 5.12; Probe's "table owner"): `nft flush
+	// ruleset` leaves them, and with them the NAT hooks that established
+	// redirected connections need; no one else can change or delete them;
+	// they go when the socket closes, at Close or when the process dies
+	// (and see Lost).
+	Owner bool
 }
 
 // check validates c and fills in defaults.
@@ -150,6 +158,7 @@ type Plane struct {
 	adds additions             // waiting for a batch (group.go)
 	opts []nftables.ConnOption // to open the socket again after a fault
 	conn *nftConn
+	lost chan struct{} // see Lost
 	// elements records the element batches (queue), which sendQueued
 	// sends on conn's socket.
 	elements *batchRecorder
@@ -163,7 +172,8 @@ type Plane struct {
 }
 
 // Open deletes any table of the same name left by an earlier run, then
-// installs the table for cfg, all in one batch. opts go to nftables.New
+// installs the table for cfg, all in one batch. A table that another live
+// socket owns cannot be replaced (EPERM). opts go to nftables.New
 // (nftables.WithNetNSFd to work in another network namespace, whose fd must
 // stay open while the Plane is used: sockets are opened there again after a
 // fault); Open adds nftables.AsLasting itself.
@@ -185,9 +195,9 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		_ = conn.CloseLasting()
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	p := &Plane{opts: opts, conn: conn, elements: elements, cfg: cfg, obj: newObjects(cfg), dump: dumper{netns: conn.NetNS},
-		route: openRouting(conn.NetNS, cfg)}
-	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, opts)
+	p := &Plane{opts: opts, conn: conn, lost: make(chan struct{}, 1), elements: elements, cfg: cfg, obj: newObjects(cfg),
+		dump: dumper{netns: conn.NetNS}, route: openRouting(conn.NetNS, cfg)}
+	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, p.sendBatch, p.sendQuiet)
 	// The route first: tproxied packets are marked from the moment the
 	// table is in. The redirect needs none, and an earlier tproxy run's
 	// goes: with no policy rule, the kernel keeps its fast route lookup
@@ -202,14 +212,14 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err := p.install(); err != nil {
 		_ = p.route.remove()
 		_ = p.conn.CloseLasting()
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (owned by another process?)", err)
+		}
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
 	p.fast.refill = false // nothing to add yet
 	if cfg.FastPath {
-		if err := p.fast.startAdder(); err != nil {
-			_ = p.Close()
-			return nil, fmt.Errorf("nat: open: %w", err)
-		}
+		p.fast.startAdder()
 	}
 	return p, nil
 }
@@ -218,10 +228,14 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 // path that fails is left off (FastPath says why); the ip table does not
 // need it.
 func (p *Plane) install() error {
-	if err := p.obj.queueInstall(p.conn.Conn, p.cfg); err != nil {
+	msgs, err := recordBatch(func(c *nftables.Conn) error { return p.obj.queueInstall(c, p.cfg) })
+	if err == nil && p.cfg.Owner {
+		err = ownTables(msgs, p.obj.table)
+	}
+	if err != nil {
 		return err
 	}
-	if err := p.settle(p.conn.Flush()); err != nil {
+	if err := p.sendBatch(msgs); err != nil {
 		return err
 	}
 	if p.cfg.FastPath {
@@ -230,12 +244,18 @@ func (p *Plane) install() error {
 	return nil
 }
 
+// sendBatch sends msgs as one batch on the lasting socket. p.mu is held.
+func (p *Plane) sendBatch(msgs []netlink.Message) error {
+	return p.settle(p.conn.sendBatch(msgs))
+}
+
 // settle passes err on after one exchange on the lasting socket. An error
 // that the kernel put in an acknowledgement (a bare errno) leaves the socket
 // in step: google/nftables has read one reply for each message. Any other
 // error, such as ENOBUFS from recvmsg or a reply the library did not expect,
 // may leave replies unread that the next batch would take for its own, so the
-// socket is replaced. If a new one cannot be had, the old one stays.
+// socket is replaced. If a new one cannot be had, the old one stays. Owned
+// tables go with the old socket: Lost says so.
 func (p *Plane) settle(err error) error {
 	if err == nil || fromKernel(err) {
 		return err
@@ -243,9 +263,22 @@ func (p *Plane) settle(err error) error {
 	if c, nerr := dialNFT(p.opts); nerr == nil {
 		_ = p.conn.CloseLasting()
 		p.conn = c
+		if p.cfg.Owner {
+			select {
+			case p.lost <- struct{}{}:
+			default:
+			}
+		}
 	}
 	return err
 }
+
+// Lost receives a value when the Plane had to replace its socket after a
+// fault and its tables, owned by the old socket (Config.Owner), went with
+// it; the kernel sends no notification of that. The caller then does as
+// after `nft flush ruleset` without owned tables: Intact reports false,
+// Reinstall, and add the calls again.
+func (p *Plane) Lost() <-chan struct{} { return p.lost }
 
 // fromKernel reports whether err is an errno from a netlink acknowledgement
 // rather than from a system call on the socket.
@@ -552,5 +585,11 @@ func (p *Plane) sendQueued() error {
 	if err != nil {
 		return err
 	}
+	return p.sendQuiet(msgs)
+}
+
+// sendQuiet sends an element batch on the lasting socket, acknowledged
+// once (nftConn.sendQuiet). p.mu is held.
+func (p *Plane) sendQuiet(msgs []netlink.Message) error {
 	return p.settle(p.conn.sendQuiet(msgs))
 }

@@ -19,12 +19,17 @@ type Feature struct {
 	// FastPath: only the fast path needs it. Without it the ip table
 	// carries all GRE, more slowly.
 	FastPath bool
+	// Optional: the daemon runs without it, at a cost that its entry in
+	// Features says.
+	Optional bool
 	requires string // the feature it cannot be tried without, if any
 	// queue queues what the probe tries, after "add table".
 	queue func(c *nftables.Conn, t *nftables.Table) error
 	// fwd, instead: an ingress chain on lo with a rule that uses fwd,
 	// which google/nftables cannot encode.
 	fwd bool
+	// tableFlags are flags the probe's table carries besides dormant.
+	tableFlags uint32
 }
 
 // Features are what Probe tries, in order.
@@ -85,7 +90,16 @@ var Features = []Feature{
 			return nil
 		}},
 	{Name: "fwd", Kernel: "nft_fwd_netdev (CONFIG_NFT_FWD_NETDEV)", FastPath: true, requires: "netdev family", fwd: true},
+	// Without it (Config.Owner), `nft flush ruleset` deletes the tables,
+	// and with them the NAT hooks, until the daemon restores them: busy
+	// control connections taken to the relay by the redirect are reset.
+	{Name: FeatureOwner, Kernel: "Linux 5.12 or later (NFT_TABLE_F_OWNER)", Optional: true, requires: "nftables",
+		tableFlags: tableFlagOwner, queue: func(c *nftables.Conn, t *nftables.Table) error { return nil }},
 }
+
+// FeatureOwner names the table flag owner among Features: with it,
+// Config.Owner.
+const FeatureOwner = "table owner"
 
 // probeTable names the table each probe adds. No probe is ever committed.
 const probeTable = "pptp_alg_probe"
@@ -136,9 +150,10 @@ func Probe(netns int) []Finding {
 
 // Missing returns the first finding of a feature the daemon cannot do
 // without, if any; with fastPath, the fast path's features count too.
+// Optional features never do.
 func Missing(fs []Finding, fastPath bool) (Finding, bool) {
 	for _, f := range fs {
-		if f.Err != nil && (fastPath || !f.FastPath) {
+		if f.Err != nil && !f.Optional && (fastPath || !f.FastPath) {
 			return f, true
 		}
 	}
@@ -177,7 +192,8 @@ func probeFeature(netns int, f Feature) error {
 	// The table is dormant: its base chains are checked but hook nothing,
 	// which spares the kernel registering and, at the abort, unregistering
 	// them. google/nftables sends no table flags.
-	add, err := dormantTable(t)
+	flags := unix.NFT_TABLE_F_DORMANT | f.tableFlags
+	add, err := tableMsg(t, &flags)
 	if err != nil {
 		return err
 	}
@@ -250,22 +266,4 @@ func sendRefusedBatch(netns int, msgs []netlink.Message, deadline time.Time) err
 			}
 		}
 	}
-}
-
-// dormantTable is "add table" of t with flags dormant.
-func dormantTable(t *nftables.Table) (netlink.Message, error) {
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.NFTA_TABLE_NAME, Data: []byte(t.Name + "\x00")},
-		{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, unix.NFT_TABLE_F_DORMANT)},
-	})
-	if err != nil {
-		return netlink.Message{}, err
-	}
-	return netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
-		},
-		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}, nil
 }

@@ -32,8 +32,11 @@ type daemon struct {
 	cfg      daemonConfig
 	log      *slog.Logger
 	router   router
-	features []string   // kernel features found at start-up
-	failed   chan error // a gateway goroutine's failure ends the daemon
+	features []string // kernel features found at start-up
+	// owner: the kernel has the table flag owner (Linux 5.12), so the
+	// tables are the daemon's socket's, and `nft flush ruleset` leaves them.
+	owner  bool
+	failed chan error // a gateway goroutine's failure ends the daemon
 
 	// mu orders enable, disable and the control requests that read plane,
 	// table and relay. Those three change only while maintain is stopped,

@@ -29,8 +29,9 @@ procd and systemd expect. It is ready once its control socket exists.
 PPTP control connections from the LAN interfaces to TCP port 1723 are
 taken to a local relay, which connects to the server from the WAN address
 and translates call IDs. --lan-control redirect (the default) takes them by
-NAT, which costs nothing per packet, but 'nft flush ruleset' (not fw4's
-reload) resets busy ones. --lan-control tproxy survives that flush: the
+NAT, which costs nothing per packet; its tables carry the kernel's flag
+owner (Linux 5.12+), so 'nft flush ruleset' leaves them. On older kernels
+that flush resets busy ones, which --lan-control tproxy survives: the
 relay's socket keeps the server's address. Its packets carry --tproxy-mark
 (default 0x10000000/0x10000000, a bit fw4, mwan3 and pbr leave alone) and
 a policy rule and route deliver them (--rule-priority, --route-table):
@@ -78,8 +79,8 @@ is rebuilt as soon as the kernel reports a change of an interface, MTU,
 route or the WAN address.
 
 The daemon acts on kernel notifications rather than polling: when its
-tables lose anything ('nft flush ruleset', a firewall reload) it installs
-them again at once, calls included; when the WAN address changes it
+tables lose anything ('nft flush ruleset' on older kernels, a firewall
+reload) it installs them again at once, calls included; when the WAN address changes it
 follows it and closes the control connections dialled from the old one.
 While no call exists it does no periodic work at all.
 
@@ -292,13 +293,15 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	var features []string
+	owner := false
 	for _, f := range findings {
 		if f.Err == nil {
 			features = append(features, f.Name)
+			owner = owner || f.Name == nat.FeatureOwner
 		}
 	}
 	d := &daemon{cfg: cfg, log: log, router: hostRouter{tracker: tracker, mark: int(cfg.relayMark)},
-		features: append(features, "ctnetlink"), failed: make(chan error, 1)}
+		features: append(features, "ctnetlink"), owner: owner, failed: make(chan error, 1)}
 	if _, err := d.enable(); err != nil {
 		return usageError{err}
 	}
@@ -367,7 +370,7 @@ func (d *daemon) enable() (changed bool, err error) {
 		RouterCalls: d.cfg.routerCalls, RelayMark: uint32(d.cfg.relayMark),
 		TProxyMark: d.cfg.tproxyMark.mark, TProxyMask: d.cfg.tproxyMark.mask,
 		RouteTable: uint32(d.cfg.routeTable), RulePriority: uint32(d.cfg.rulePriority),
-		Redirect: d.redirectMode(bridge),
+		Redirect: d.redirectMode(bridge), Owner: d.owner,
 	})
 	if err != nil {
 		ln.Close()
@@ -378,6 +381,7 @@ func (d *daemon) enable() (changed bool, err error) {
 	d.plane = plane
 	d.redirect.Store(d.redirectMode(bridge))
 	d.logRelayMode(bridge)
+	d.logOwner()
 	d.logFastPath()
 	// Idle expiry runs while calls exist: the first call's inbound half
 	// wakes it.
@@ -501,6 +505,17 @@ func (d *daemon) logRelayMode(bridge string) {
 	}
 	d.log.Warn("bridge-nf-call-iptables=1: LAN control connections by NAT redirect; a `nft flush ruleset` may reset them",
 		"bridge", bridge, "fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
+}
+
+// flushResets is what an old kernel's lack of the table flag owner costs.
+const flushResets = "`nft flush ruleset` resets busy control connections taken by the NAT redirect (no table flag owner before Linux 5.12)"
+
+// logOwner warns once, at enable, if the tables do not survive `nft flush
+// ruleset`.
+func (d *daemon) logOwner() {
+	if !d.owner && !d.cfg.tproxy {
+		d.log.Warn(flushResets)
+	}
 }
 
 // checkNoKernelHelper refuses a control connection the kernel's PPTP

@@ -49,7 +49,7 @@ func healthy() system {
 func TestDiagnose(t *testing.T) {
 	okLines := []string{
 		"ok    nftables: the ruleset is readable",
-		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib, tproxy",
+		"ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib, tproxy, table owner",
 		"ok    fast path features: netdev family, fwd",
 		"ok    ctnetlink: the conntrack table is readable",
 		"ok    IPv4 forwarding: on",
@@ -150,6 +150,10 @@ func TestDiagnose(t *testing.T) {
 			"FAIL  ctnetlink: cannot read the conntrack table: conntrack: dump: operation not supported",
 			"      fix: load nf_conntrack_netlink (OpenWrt: kmod-nf-conntrack-netlink)"),
 			okLines[4:]...)},
+		{"kernel without the table flag owner", func(s *system) {
+			s.probe = func() []nat.Finding { return findings(map[string]error{"table owner": unix.EOPNOTSUPP}) }
+		}, with(1, "ok    nftables features: nftables, maps with concatenated keys and counters, notrack, nat chains, redirect, fib, tproxy; "+
+			"`nft flush ruleset` resets busy control connections taken by the NAT redirect (no table flag owner before Linux 5.12)")},
 		{"kernel without nftables", func(s *system) {
 			s.ruleset = func() (nat.Ruleset, error) { return nat.Ruleset{}, fmt.Errorf("nat: list tables: %w", unix.EOPNOTSUPP) }
 			s.probe = func() []nat.Finding { return findings(map[string]error{"nftables": unix.EOPNOTSUPP}) }

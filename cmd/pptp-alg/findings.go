@@ -144,10 +144,14 @@ func featureFix(f nat.Finding) string {
 func featureChecks(fs []nat.Finding) []check {
 	req := check{name: "nftables features"}
 	fast := check{name: "fast path features"}
-	var reqOK, fastOK, reqBad, fastBad, reqFix, fastFix []string
+	var reqOK, fastOK, reqBad, fastBad, reqFix, fastFix, without []string
 	for _, f := range fs {
 		if errors.Is(f.Err, nat.ErrNotTried) {
 			continue // a consequence of another failure, reported there
+		}
+		if f.Optional && f.Err != nil {
+			without = append(without, f.Name)
+			continue
 		}
 		ok, bad, fix := &reqOK, &reqBad, &reqFix
 		if f.FastPath {
@@ -165,6 +169,9 @@ func featureChecks(fs []nat.Finding) []check {
 	req.ok, fast.ok = len(reqBad) == 0, len(fastBad) == 0
 	if req.ok {
 		req.detail = strings.Join(reqOK, ", ")
+		if slices.Contains(without, nat.FeatureOwner) {
+			req.detail += "; " + flushResets
+		}
 	} else {
 		req.detail, req.fix = strings.Join(reqBad, "; "), strings.Join(reqFix, "; ")
 	}

@@ -43,6 +43,12 @@ func (d *daemon) maintain(ctx context.Context, ev *events) error {
 			}
 			d.restoreTable()
 			d.checkFastPath() // the netdev table may be gone on its own
+		case <-d.plane.Lost():
+			// The kernel says nothing when owned tables go with their
+			// socket.
+			d.log.Warn("nftables socket replaced after a fault; its tables went with it")
+			d.restoreTable()
+			d.checkFastPath()
 		case _, ok := <-ev.links:
 			if !ok {
 				return fmt.Errorf("rtnetlink notifications: %w", ev.err())

@@ -61,7 +61,7 @@ func (r *fakeRouter) BridgeNetfilter([]string) string {
 }
 
 func (r *fakeRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) {
-	r.plane = &fakePlane{intact: true, wanAddr: cfg.WANAddr, redirect: cfg.Redirect,
+	r.plane = &fakePlane{intact: true, wanAddr: cfg.WANAddr, redirect: cfg.Redirect, lost: make(chan struct{}, 1),
 		in: map[nat.InKey]nat.Counter{}, out: map[nat.OutKey]nat.Counter{}}
 	return r.plane, nil
 }
@@ -95,6 +95,7 @@ type fakePlane struct {
 	closed                           bool
 	redirect                         bool // nat.Config.Redirect, as SetRedirect leaves it
 	switches                         int  // SetRedirect calls that changed it
+	lost                             chan struct{}
 }
 
 func (p *fakePlane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
@@ -195,6 +196,15 @@ func (p *fakePlane) Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]na
 		out[k] = v
 	}
 	return nil
+}
+
+func (p *fakePlane) Lost() <-chan struct{} { return p.lost }
+
+// loseSocket is a socket fault that took owned tables with the socket: no
+// ruleset notification, only Lost.
+func (p *fakePlane) loseSocket() {
+	p.flush()
+	p.lost <- struct{}{}
 }
 
 func (p *fakePlane) Close() error {
@@ -380,6 +390,23 @@ func TestMaintainRestoresFlushedTable(t *testing.T) {
 
 	r.plane.flush()
 	r.ruleset <- struct{}{}
+	eventually(t, "table and both calls' elements restored", func() bool {
+		in, out, re, _, _, _ := r.plane.read()
+		return re == 1 && in == 2 && out == 2
+	})
+	if n := d.table.Len(); n != 2 {
+		t.Errorf("%d calls after the restore; want 2", n)
+	}
+}
+
+// TestMaintainRestoresLostTables: owned tables that went with a faulty
+// socket, of which the kernel sends no notification, are restored with
+// every call's elements.
+func TestMaintainRestoresLostTables(t *testing.T) {
+	d, r, relay := startGateway(t, time.Hour)
+	call(t, relay, 1)
+	call(t, relay, 2)
+	r.plane.loseSocket()
 	eventually(t, "table and both calls' elements restored", func() bool {
 		in, out, re, _, _, _ := r.plane.read()
 		return re == 1 && in == 2 && out == 2

@@ -55,6 +55,7 @@ type kernelPlane interface {
 	FastPathStale() bool
 	FastPath() (on bool, why error)
 	Counters(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) error
+	Lost() <-chan struct{}
 	Close() error
 }
 

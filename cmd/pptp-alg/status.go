@@ -36,6 +36,7 @@ func (d *daemon) status() controlapi.Status {
 		st.Calls = len(d.table.Calls())
 		on, why := d.plane.FastPath()
 		st.FastPath = on
+		st.TablesOwned = d.owner
 		st.LANControl = lanControlTProxy
 		if d.redirect.Load() {
 			st.LANControl = lanControlRedirect
@@ -54,12 +55,15 @@ func (d *daemon) status() controlapi.Status {
 }
 
 // lanControlDetail says how LAN control connections reach the relay, and
-// what the redirect costs.
-func lanControlDetail(mode string) string {
-	if mode == lanControlRedirect {
-		return "by NAT redirect; a `nft flush ruleset` may reset busy ones (see --lan-control)"
+// what the redirect costs when the tables are not owned.
+func lanControlDetail(mode string, owned bool) string {
+	switch {
+	case mode != lanControlRedirect:
+		return "by tproxy"
+	case owned:
+		return "by NAT redirect"
 	}
-	return "by tproxy"
+	return "by NAT redirect; " + flushResets
 }
 
 var statusHelp = help{
@@ -75,8 +79,9 @@ conflicts with it ('pptp-alg doctor' gives the fix).
 
 --json prints one object with the fields version, enabled, lan, wan,
 wan_addr, relay_port, router_calls, table, lan_control ("tproxy" or
-"redirect", see 'pptp-alg run --help'), fast_path (and fast_path_off, why not),
-control_connections, calls, kernel_features
+"redirect", see 'pptp-alg run --help'), tables_owned (their flag owner
+keeps them through 'nft flush ruleset'), fast_path (and fast_path_off, why
+not), control_connections, calls, kernel_features
 and kernel_pptp_helper (a list of {where, sees_relayed_connections, fix}),
 and ruleset_error when the ruleset could not be read.`,
 	exit: `
@@ -143,7 +148,7 @@ func printStatus(w io.Writer, st controlapi.Status) {
 		}
 		fmt.Fprintf(w, "fast path:    %s\n", fast)
 		if st.LANControl != "" {
-			fmt.Fprintf(w, "LAN control:  %s\n", lanControlDetail(st.LANControl))
+			fmt.Fprintf(w, "LAN control:  %s\n", lanControlDetail(st.LANControl, st.TablesOwned))
 		}
 	}
 	fmt.Fprintf(w, "kernel:       %s\n", kernel)

@@ -82,9 +82,19 @@ WAN:          wan, address 203.0.113.1
 relay:        tcp port 1724, nftables table ip pptp_alg
 carrying:     1 control connection, 2 calls
 fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
-LAN control:  by NAT redirect; a ` + "`nft flush ruleset`" + ` may reset busy ones (see --lan-control)
+LAN control:  by NAT redirect; ` + "`nft flush ruleset`" + ` resets busy control connections taken by the NAT redirect (no table flag owner before Linux 5.12)
 kernel:       nftables, ctnetlink
 PPTP helper:  assigned in ip x chain y (prerouting priority -150); CONFLICT: can land on relayed connections, which are refused ('pptp-alg doctor' gives the fix)
+`},
+		{"LAN control by redirect, tables owned", func(st *controlapi.Status) { st.LANControl, st.TablesOwned = "redirect", true }, `pptp-alg 1.2.3: enabled
+LAN:          br-lan, br-guest
+WAN:          wan, address 203.0.113.1
+relay:        tcp port 1724, nftables table ip pptp_alg
+carrying:     1 control connection, 2 calls
+fast path:    on (ingress of wan, br-lan, br-guest, nftables table netdev pptp_alg)
+LAN control:  by NAT redirect
+kernel:       nftables, ctnetlink
+PPTP helper:  not assigned
 `},
 		{"LAN control by tproxy", func(st *controlapi.Status) { st.LANControl = "tproxy" }, `pptp-alg 1.2.3: enabled
 LAN:          br-lan, br-guest
@@ -140,7 +150,7 @@ func TestStatusJSON(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"calls", "control_connections", "enabled", "fast_path", "fast_path_off", "kernel_features", "kernel_pptp_helper", "lan",
-		"relay_port", "router_calls", "table", "version", "wan", "wan_addr"}
+		"relay_port", "router_calls", "table", "tables_owned", "version", "wan", "wan_addr"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("fields (-want +got):\n%s", diff)
 	}

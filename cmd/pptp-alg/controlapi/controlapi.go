@@ -52,7 +52,10 @@ type Status struct {
 	// LANControl is how new LAN control connections reach the relay:
 	// "tproxy", or "redirect" (NAT) while a LAN bridge passes its frames
 	// through the IP hooks (bridge-nf-call-iptables=1); "" while disabled.
-	LANControl         string   `json:"lan_control,omitempty"`
+	LANControl string `json:"lan_control,omitempty"`
+	// TablesOwned: the tables are owned by the daemon's netlink socket
+	// (the kernel's table flag owner), so `nft flush ruleset` leaves them.
+	TablesOwned        bool     `json:"tables_owned"`
 	FastPath           bool     `json:"fast_path"`
 	FastPathOff        string   `json:"fast_path_off,omitempty"`
 	ControlConnections int      `json:"control_connections"`
