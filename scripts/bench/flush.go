@@ -12,10 +12,11 @@ import (
 )
 
 // The flush section: `nft flush ruleset`, as an admin or a firewall reload
-// does it, while control connections are busy. The daemon must put its
-// table back before any relayed packet goes out untranslated: one that
-// does reaches the client from the wrong address and port and draws a
-// RST, which ends a control connection and its calls.
+// does it, while control connections are busy. Were the daemon's table
+// gone, a relayed packet would go out untranslated, reach the client from
+// the wrong address and port and draw a RST, which ends a control
+// connection and its calls. Its tables carry the kernel's flag owner, so
+// the flush leaves them.
 
 // flushResult is what the flushes cost.
 type flushResult struct {
@@ -35,17 +36,9 @@ const flushGap = 200 * time.Millisecond
 const echoEvery = 10 * time.Millisecond
 
 // flushSection runs on the scale lab, last: it leaves the router without
-// fw4's ruleset. Its daemon runs with --lan-control tproxy, the mode that
-// survives a flush (the redirect, the default, resets busy connections).
-func (b *bench) flushSection(ctx context.Context, dopt daemonOptions) error {
+// fw4's ruleset. Its daemon runs in the default mode, the NAT redirect.
+func (b *bench) flushSection(ctx context.Context) error {
 	r := b.scale
-	if err := r.stopDaemon(); err != nil {
-		return fmt.Errorf("stop the scale lab's daemon: %w", err)
-	}
-	dopt.lanControl = "tproxy"
-	if err := r.startDaemon(ctx, dopt); err != nil {
-		return fmt.Errorf("start the daemon with --lan-control tproxy: %w", err)
-	}
 	res := flushResult{flushes: b.opt.flushes, conns: b.opt.flushConns, calls: b.opt.flushConns}
 	conns := make([]*pns, res.conns)
 	defer func() {

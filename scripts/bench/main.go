@@ -380,7 +380,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	// Last: it flushes the scale lab's whole ruleset, fw4's too.
 	if opt.has("flush") {
-		if err := b.flushSection(ctx, dopt); err != nil {
+		if err := b.flushSection(ctx); err != nil {
 			return fmt.Errorf("flush: %w", err)
 		}
 	}

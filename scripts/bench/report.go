@@ -559,7 +559,8 @@ func (r *results) printFlush(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\n## nft flush ruleset under control traffic, pptp-alg\n\n")
-	fmt.Fprintf(w, "In the scale lab, %d control connections with one call each send Echo-Requests every %v and read the replies; "+
+	fmt.Fprintf(w, "In the scale lab, with the daemon in its default mode (NAT redirect, tables owned by its netlink socket), "+
+		"%d control connections with one call each send Echo-Requests every %v and read the replies; "+
 		"meanwhile the router runs `nft flush ruleset` %d times, each once nft lists the daemon's table again and %v have passed. "+
 		"A connection counts as reset if a write or read fails or a reply takes over %v; a call counts as lost if the daemon "+
 		"no longer lists it or the kernel lacks one of its GRE mappings afterwards.\n\n", f.conns, echoEvery, f.flushes, flushGap, ioTimeout)

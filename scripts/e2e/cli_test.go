@@ -89,7 +89,7 @@ func TestStatusDisableEnable(t *testing.T) {
 		st.ControlConnections != 1 || st.Calls != 2 || st.Version == "" {
 		t.Errorf("status with one held connection of two calls: %+v", st)
 	}
-	for _, f := range []string{"nftables", "maps with concatenated keys and counters", "notrack", "nat chains", "redirect", "fib", "tproxy", "netdev family", "fwd", "ctnetlink"} {
+	for _, f := range []string{"nftables", "maps with concatenated keys and counters", "notrack", "nat chains", "redirect", "fib", "tproxy", "netdev family", "fwd", "table owner", "ctnetlink"} {
 		if !strings.Contains(strings.Join(st.KernelFeatures, ","), f) {
 			t.Errorf("kernel_features %q lacks %q", st.KernelFeatures, f)
 		}
