@@ -39,10 +39,10 @@ type Config struct {
 	RouteTable, RulePriority uint32
 	// Redirect takes new LAN control connections to the relay by a NAT
 	// redirect instead (chain relay_redirect): no policy rule, so the
-	// kernel's route lookup of every forwarded packet stays fast, but a
-	// `nft flush ruleset` resets busy ones. Also for LAN bridges whose
-	// frames pass the IP hooks (bridge-nf-call-iptables=1), where tproxy's
-	// socket is lost. See SetRedirect.
+	// kernel's route lookup of every forwarded packet stays fast, but
+	// without Owner a `nft flush ruleset` resets busy ones. Also for LAN
+	// bridges whose frames pass the IP hooks (bridge-nf-call-iptables=1),
+	// where tproxy's socket is lost. See SetRedirect.
 	Redirect bool
 	// FastPath also installs the netdev table that forwards the GRE of
 	// known calls from ingress (see CheckFastPath). If it cannot be

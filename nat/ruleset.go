@@ -302,7 +302,8 @@ func (o objects) rules(cfg Config) []*nftables.Rule {
 // where tproxy cannot: with bridge-nf-call-iptables=1, br_netfilter runs
 // prerouting before a bridge hands a frame up, and the IP layer then drops
 // the socket tproxy assigned. Redirected connections are tracked and
-// NATed, so `nft flush ruleset` resets busy ones. The
+// NATed, so `nft flush ruleset` resets busy ones unless the table is owned
+// (Config.Owner). The
 // established-connection tproxy rule stays in both modes; it never matches
 // a redirected connection, whose socket has the router's address.
 func (o objects) relayModeRules(cfg Config) []*nftables.Rule {

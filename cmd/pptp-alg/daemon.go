@@ -503,8 +503,11 @@ func (d *daemon) logRelayMode(bridge string) {
 		d.log.Info("LAN control connections by " + mode)
 		return
 	}
-	d.log.Warn("bridge-nf-call-iptables=1: LAN control connections by NAT redirect; a `nft flush ruleset` may reset them",
-		"bridge", bridge, "fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
+	msg := "bridge-nf-call-iptables=1: LAN control connections by NAT redirect"
+	if !d.owner {
+		msg += "; a `nft flush ruleset` may reset them"
+	}
+	d.log.Warn(msg, "bridge", bridge, "fix", "sysctl -w net.bridge.bridge-nf-call-iptables=0 (OpenWrt's default)")
 }
 
 // flushResets is what an old kernel's lack of the table flag owner costs.

@@ -11,9 +11,10 @@ import (
 )
 
 // maintain keeps the kernel state true to the call table. It acts on
-// events, not on a clock: a deletion from the daemon's tables restores
-// them at once (`nft flush ruleset` takes the NAT hooks with them, and
-// until they are back a relayed connection's packets pass untranslated); a
+// events, not on a clock: a deletion from the daemon's tables (unowned:
+// `nft flush ruleset` takes the NAT hooks with them, and until they are
+// back a relayed connection's packets pass untranslated), or their loss
+// with a faulty socket (owned), restores them at once; a
 // change of links, addresses or routes follows the WAN address and
 // rebuilds the fast path. Only while calls exist does a timer run, to read
 // the GRE counters and release idle calls. With no calls and nothing
