@@ -156,12 +156,24 @@ func (s *Session) Close() {
 }
 
 // startCall reserves a NAT call ID for a call the client opens and installs
-// the inbound half at once: the server may send GRE right after its reply,
-// before the relay has forwarded that reply.
+// its inbound half.
 func (s *Session) startCall(clientID uint16) (*call, error) {
+	c, err := s.reserveCall(clientID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.addInbound(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// reserveCall takes a NAT call ID for a call the client opens; addInbound
+// must follow.
+func (s *Session) reserveCall(clientID uint16) (*call, error) {
 	t := s.t
 	t.mu.Lock()
-	defer t.mu.Unlock() // unlocked around AddInbound
+	defer t.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("session closed")
 	}
@@ -196,9 +208,17 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 	t.calls[natKey{s.Server, natID}] = c
 	t.clientCalls[s.Client]++
 	s.calls = append(s.calls, c)
-	t.mu.Unlock()
-	err := t.dp.AddInbound(s.Server, natID, s.Client, clientID)
+	return c, nil
+}
+
+// addInbound installs a reserved call's inbound half, before the request
+// goes on: the server may send GRE right after its reply, before the relay
+// has forwarded that reply. On an error the call is gone.
+func (s *Session) addInbound(c *call) error {
+	t := s.t
+	err := t.dp.AddInbound(s.Server, c.NATCallID, s.Client, c.ClientCallID)
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	c.adding = false
 	switch {
 	case c.released:
@@ -208,38 +228,54 @@ func (s *Session) startCall(clientID uint16) (*call, error) {
 		if err == nil {
 			err = errors.New("call released while it was set up")
 		}
-		return nil, err
+		return err
 	case err != nil:
 		t.deleteInboundLocked(c) // a reinstall meanwhile may have added it
 		t.releaseLocked(c, "")
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // establish records the server's call ID and opens the outbound half.
-// A call released since the caller found it (an expiry, the session's
-// close) is left alone: nothing would delete its outbound half.
 func (s *Session) establish(c *call, serverID uint16) error {
+	key, ok, err := s.reserveOutbound(c, serverID)
+	if !ok {
+		return err
+	}
+	return s.addOutbound(c, key)
+}
+
+// reserveOutbound records the server's call ID and takes the outbound key;
+// addOutbound must follow if ok. A call released since the caller found it
+// (an expiry, the session's close) is left alone (not ok, no error):
+// nothing would delete its outbound half.
+func (s *Session) reserveOutbound(c *call, serverID uint16) (key outboundKey, ok bool, err error) {
 	t := s.t
 	t.mu.Lock()
-	defer t.mu.Unlock() // unlocked around AddOutbound
+	defer t.mu.Unlock()
 	if s.closed || c.Established || c.released {
-		return nil
+		return key, false, nil
 	}
-	key := outboundKey{s.Client, s.Server, serverID}
+	key = outboundKey{s.Client, s.Server, serverID}
 	if other := t.outbound[key]; other != nil {
 		// The outbound half is keyed without the call: two calls cannot
 		// share it, and releasing one would cut the other's GRE.
-		return fmt.Errorf("server call ID %d is already in use by this client's call %d", serverID, other.ClientCallID)
+		return key, false, fmt.Errorf("server call ID %d is already in use by this client's call %d", serverID, other.ClientCallID)
 	}
 	c.ServerCallID = serverID
 	c.Established = true
 	c.establishing = true
 	t.outbound[key] = c
-	t.mu.Unlock()
-	err := t.dp.AddOutbound(s.Client, s.Server, serverID)
+	return key, true, nil
+}
+
+// addOutbound installs the outbound half that reserveOutbound keyed.
+func (s *Session) addOutbound(c *call, key outboundKey) error {
+	t := s.t
+	err := t.dp.AddOutbound(s.Client, s.Server, key.serverID)
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	c.establishing = false
 	switch {
 	case c.released:

@@ -249,6 +249,7 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 		side = "client"
 	}
 	var buf [relayBufSize]byte
+	var msgs []readMsg // one read's, reused
 	have := 0
 	for {
 		src.SetReadDeadline(time.Now().Add(p.idle))
@@ -263,7 +264,8 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 			return err
 		}
 		have += n
-		out, off := 0, 0
+		msgs = msgs[:0]
+		off := 0
 		for {
 			m, ferr := Frame(buf[off:have])
 			if ferr != nil {
@@ -272,23 +274,16 @@ func (p *pair) pump(src, dst net.Conn, fromClient bool) error {
 			if m == 0 {
 				break
 			}
-			msg := buf[off : off+m]
+			msgs = append(msgs, readMsg{start: off, end: off + m})
 			off += m
-			forward := true
-			if fromClient {
-				var reply []byte
-				forward, reply, err = p.s.fromClient(msg)
-				if err == nil && reply != nil {
-					err = p.writeClient(reply)
-				}
-			} else {
-				err = p.s.fromServer(msg)
-			}
-			if err != nil {
-				return err
-			}
-			if forward {
-				out += copy(buf[out:], msg)
+		}
+		if err := p.s.translate(buf[:], msgs, fromClient, p.writeClient); err != nil {
+			return err
+		}
+		out := 0
+		for _, m := range msgs {
+			if m.forward {
+				out += copy(buf[out:], buf[m.start:m.end])
 			}
 		}
 		if out > 0 {

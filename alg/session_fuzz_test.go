@@ -59,7 +59,8 @@ func TestServerCallIDSharedRefused(t *testing.T) {
 }
 
 // FuzzSession drives the call table and the translator with arbitrary
-// messages from clients and servers, interleaved with expiries, releases
+// reads of messages from clients and servers (their data-plane additions
+// made at once), interleaved with expiries, releases
 // and establishments of calls found before they were released (what a
 // concurrent expiry does to the relay), data-plane failures, reinstalls and
 // sessions closing. After every step the fake plane must hold exactly the
@@ -102,12 +103,15 @@ func FuzzSession(f *testing.F) {
 			op := next()
 			s := sessions[int(op>>3)%len(sessions)]
 			switch op % 8 {
-			case 0: // a message from the client
-				m := fuzzMessage(next(), next(), next(), next())
-				s.fromClient(m)
-			case 1: // a message from the server
-				m := fuzzMessage(next(), next(), next(), next())
-				s.fromServer(m)
+			case 0, 1: // one read of 1 to 3 messages from the client, or the server
+				var buf []byte
+				var msgs []readMsg
+				for range 1 + next()%3 {
+					m := fuzzMessage(next(), next(), next(), next())
+					msgs = append(msgs, readMsg{start: len(buf), end: len(buf) + len(m)})
+					buf = append(buf, m...)
+				}
+				s.translate(buf, msgs, op%8 == 0, func([]byte) error { return nil })
 			case 2: // the idle check, some seconds on
 				now = now.Add(time.Duration(next()) * time.Second)
 				tab.Expire(30*time.Second, func(CallInfo) Traffic { return Traffic{} })

@@ -3,6 +3,7 @@ package alg
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -15,54 +16,168 @@ import (
 // translation while the server's Call-Disconnect-Notify is on its way.
 const clearGrace = time.Second
 
+// A message may have to wait for the data plane before it goes on: an
+// Outgoing-Call-Request for its call's inbound half, the server's reply for
+// the outbound half. The relay translates the messages of one read in
+// order, then makes their additions together (translate), so that calls set
+// up at once share kernel batches instead of waiting for one each in turn.
+
+// waiting is a message's data-plane addition, made after the read's
+// messages were translated.
+type waiting struct {
+	c        *call
+	outbound bool
+	key      outboundKey // outbound
+	err      error       // the addition's, once made
+}
+
+func (w *waiting) add(s *Session) {
+	if w.outbound {
+		w.err = s.addOutbound(w.c, w.key)
+	} else {
+		w.err = s.addInbound(w.c)
+	}
+}
+
+// readMsg is one whole message of a read, at buf[start:end] in the relay's
+// buffer.
+type readMsg struct {
+	start, end int
+	forward    bool // false: swallowed
+	wait       *waiting
+}
+
+// translate translates in place the messages of one read from the client
+// or the server, and makes their data-plane additions, all at once. reply
+// writes to the client what it gets instead of a message it sent (a
+// refusal). An error ends the connection; the additions of the messages
+// before it are made all the same, so that every call in the table is whole
+// when the connection's close releases them.
+func (s *Session) translate(buf []byte, msgs []readMsg, fromClient bool, reply func([]byte) error) error {
+	var err error
+	waits := 0
+	for i := 0; i < len(msgs) && err == nil; i++ {
+		m := &msgs[i]
+		if fromClient {
+			var r []byte
+			m.forward, r, m.wait, err = s.clientMessage(buf[m.start:m.end])
+			if err == nil && r != nil {
+				err = reply(r)
+			}
+		} else {
+			m.forward = true
+			m.wait, err = s.serverMessage(buf[m.start:m.end])
+		}
+		if m.wait != nil {
+			waits++
+		}
+	}
+	if waits == 0 {
+		return err
+	}
+	if waits == 1 {
+		for _, m := range msgs {
+			if m.wait != nil {
+				m.wait.add(s)
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		for _, m := range msgs {
+			if m.wait != nil {
+				wg.Go(func() { m.wait.add(s) })
+			}
+		}
+		wg.Wait()
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		switch {
+		case m.wait == nil:
+		case !fromClient:
+			if aerr := s.serverAdded(m.wait); err == nil {
+				err = aerr
+			}
+		default:
+			var r []byte
+			if m.forward, r = s.clientAdded(m.wait); r != nil && err == nil {
+				err = reply(r)
+			}
+		}
+	}
+	return err
+}
+
 // fromClient translates one whole message from the client in place. If
 // forward is false the message is swallowed and reply, when not nil, goes
 // back to the client instead.
 func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
+	forward, reply, w, err := s.clientMessage(m)
+	if w != nil {
+		w.add(s)
+		forward, reply = s.clientAdded(w)
+	}
+	return forward, reply, err
+}
+
+// clientAdded finishes a request whose call's inbound half w added: if
+// that failed, the request goes no further and the client is refused.
+func (s *Session) clientAdded(w *waiting) (forward bool, reply []byte) {
+	c := w.c
+	if w.err != nil {
+		s.refused(c.ClientCallID, w.err)
+		return false, refusal(c.ClientCallID)
+	}
+	s.t.log.Info("outgoing call", "client", s.Client, "client_call_id", c.ClientCallID, "server", s.Server, "nat_call_id", c.NATCallID)
+	return true, nil
+}
+
+// clientMessage is fromClient up to the data-plane addition, if one is due.
+func (s *Session) clientMessage(m []byte) (forward bool, reply []byte, wait *waiting, err error) {
 	t := MessageType(binary.BigEndian.Uint16(m[8:]))
 	switch t {
 	case TypeOutgoingCallReply, TypeIncomingCallRequest, TypeIncomingCallConnected, TypeWANErrorNotify:
 		// Only a PAC sends these (RFC 2637 section 2). From the client they
 		// are an attack or a broken peer; the server must not get them.
-		return false, nil, fmt.Errorf("from client: %v, which only a server sends", t)
+		return false, nil, nil, fmt.Errorf("from client: %v, which only a server sends", t)
 
 	case TypeOutgoingCallRequest:
 		clientID := get16(m, t.CallIDOffset())
-		c, err := s.startCall(clientID)
+		c, err := s.reserveCall(clientID)
 		if err != nil {
 			s.refused(clientID, err)
-			return false, refusal(clientID), nil
+			return false, refusal(clientID), nil, nil
 		}
 		put16(m, t.CallIDOffset(), c.NATCallID)
-		s.t.log.Info("outgoing call", "client", s.Client, "client_call_id", clientID, "server", s.Server, "nat_call_id", c.NATCallID)
+		return true, nil, &waiting{c: c}, nil
 
 	case TypeIncomingCallReply:
 		clientID := get16(m, t.CallIDOffset())
 		serverID := get16(m, t.PeerCallIDOffset())
 		if !s.takeOffer(serverID) {
-			return false, nil, fmt.Errorf("from client: %v for server call %d, which the server never offered", t, serverID)
+			return false, nil, nil, fmt.Errorf("from client: %v for server call %d, which the server never offered", t, serverID)
 		}
 		if m[incomingCallReplyResultOffset] != incomingCallResultAccept {
-			return true, nil, nil
+			return true, nil, nil, nil
 		}
 		c, err := s.startCall(clientID)
 		if err != nil {
 			// The server has already offered the call; tell it no.
 			s.refused(clientID, err)
 			m[incomingCallReplyResultOffset] = incomingCallResultDoNotAccept
-			return true, nil, nil
+			return true, nil, nil, nil
 		}
 		put16(m, t.CallIDOffset(), c.NATCallID)
 		if err := s.establish(c, serverID); err != nil {
 			s.release(c, "data plane: "+err.Error())
-			return false, nil, err
+			return false, nil, nil, err
 		}
 
 	case TypeCallClearRequest, TypeCallDisconnectNotify:
 		clientID := get16(m, t.CallIDOffset())
 		c := s.find(func(c *call) bool { return c.ClientCallID == clientID })
 		if c == nil {
-			return true, nil, nil
+			return true, nil, nil, nil
 		}
 		put16(m, t.CallIDOffset(), c.NATCallID)
 		if t == TypeCallDisconnectNotify {
@@ -71,28 +186,51 @@ func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
 			s.markClearing(c, clearGrace)
 		}
 	}
-	return true, nil, nil
+	return true, nil, nil, nil
 }
 
 // fromServer translates one whole message from the server in place.
 func (s *Session) fromServer(m []byte) error {
+	w, err := s.serverMessage(m)
+	if w != nil {
+		w.add(s)
+		err = s.serverAdded(w)
+	}
+	return err
+}
+
+// serverAdded finishes a reply whose call's outbound half w added: if
+// that failed, the call is released and the connection ends.
+func (s *Session) serverAdded(w *waiting) error {
+	if w.err != nil {
+		s.release(w.c, "data plane: "+w.err.Error())
+		return w.err
+	}
+	return nil
+}
+
+// serverMessage is fromServer up to the data-plane addition, if one is due.
+func (s *Session) serverMessage(m []byte) (*waiting, error) {
 	t := MessageType(binary.BigEndian.Uint16(m[8:]))
 	switch t {
 	case TypeOutgoingCallReply:
 		natID := get16(m, t.PeerCallIDOffset())
 		c := s.find(func(c *call) bool { return c.NATCallID == natID && !c.Established })
 		if c == nil {
-			return nil
+			return nil, nil
 		}
 		put16(m, t.PeerCallIDOffset(), c.ClientCallID)
 		if m[outgoingCallReplyResultOffset] != OutgoingCallResultConnected {
 			s.release(c, fmt.Sprintf("server refused (result %d)", m[outgoingCallReplyResultOffset]))
-			return nil
+			return nil, nil
 		}
-		serverID := get16(m, t.CallIDOffset())
-		if err := s.establish(c, serverID); err != nil {
+		key, ok, err := s.reserveOutbound(c, get16(m, t.CallIDOffset()))
+		if err != nil {
 			s.release(c, "data plane: "+err.Error())
-			return err
+			return nil, err
+		}
+		if ok {
+			return &waiting{c: c, outbound: true, key: key}, nil
 		}
 
 	case TypeIncomingCallRequest:
@@ -116,7 +254,7 @@ func (s *Session) fromServer(m []byte) error {
 			s.release(c, "disconnected by server")
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // loggedRefusals is how many refused calls a connection logs one by one; a
