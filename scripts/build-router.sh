@@ -55,11 +55,16 @@ for t in "${targets[@]}"; do
 	n=$((n + 1))
 	IFS=/ read -r goos goarch variant <<<"$t"
 	env=(CGO_ENABLED=0 GOOS="$goos" GOARCH="$goarch")
+	ldflags="-s -w -X main.version=$version"
 	name=pptp-alg-$goos-$goarch
 	case $goarch/$variant in
 	arm/5 | arm/6 | arm/7)
 		env+=(GOARM="$variant")
 		name+=v$variant
+		# 32-bit ARM Linux has 4 KiB pages: segments aligned to that
+		# rather than the linker's 64 KiB make the file about 100 KiB
+		# smaller.
+		ldflags+=" -R 0x1000"
 		;;
 	mips/ | mipsle/) env+=(GOMIPS=softfloat) ;;
 	arm64/ | amd64/) ;;
@@ -70,7 +75,7 @@ for t in "${targets[@]}"; do
 	esac
 	printf '[%d/%d] %-12s ' "$n" "${#targets[@]}" "$t"
 	env "${env[@]}" go build -trimpath -buildvcs=false \
-		-ldflags "-s -w -X main.version=$version" \
+		-ldflags "$ldflags" \
 		-o "$out/$name" ./cmd/pptp-alg
 	size=$(stat -c %s "$out/$name")
 	awk -v s="$size" -v f="$out/$name" 'BEGIN { printf "%s  %d bytes (%.2f MiB)\n", f, s, s / 1048576 }'

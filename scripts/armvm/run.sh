@@ -158,6 +158,9 @@ fetched=$SECONDS
 # --- the project's linux/arm v7 binaries
 root=$run/root
 mkdir -p "$root/tests" "$root/src/nat" "$root/src/conntrack"
+# The daemon as build-router.sh links it for arm: 4 KiB segment alignment.
+routerflags=()
+[ "$goarch" = arm ] && routerflags=(-ldflags "-R 0x1000")
 build() {
 	local out=$1 cmd=$2
 	shift 2
@@ -166,7 +169,7 @@ build() {
 if ! { build nat.test test -c ./nat &&
 	build conntrack.test test -c ./conntrack &&
 	build alg.test test -c ./alg &&
-	build pptp-alg build -trimpath ./cmd/pptp-alg &&
+	build pptp-alg build -trimpath "${routerflags[@]}" ./cmd/pptp-alg &&
 	build pptpsim build ./scripts/pptpsim; }; then
 	say "FAIL build: go build for linux/$goarch"
 	exit 1
