@@ -352,8 +352,12 @@ func (d *daemon) enable() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	// Subscribe before installing, so that no deletion goes unseen.
-	ev, err := d.router.Watch(d.cfg.table, append([]string{d.cfg.wan}, d.cfg.lan...))
+	// Subscribe before installing, so that no deletion goes unseen. Owned
+	// tables need no watch: no one else can delete from them. Without one
+	// the kernel builds no notification for each element a call adds or
+	// deletes: 100 connections setting up 2 calls each at once took about
+	// 20 % longer with it.
+	ev, err := d.router.Watch(d.cfg.table, append([]string{d.cfg.wan}, d.cfg.lan...), !d.owner)
 	if err != nil {
 		return false, fmt.Errorf("netlink notifications: %w", err)
 	}

@@ -30,6 +30,7 @@ type fakeRouter struct {
 	ruleset, links chan struct{}
 	pac            netip.AddrPort
 	bridge         string // BridgeNetfilter's answer
+	rulesetWatched bool   // the last Watch subscribed to ruleset notifications
 }
 
 func (r *fakeRouter) InterfaceIPv4(name string) (netip.Addr, error) {
@@ -66,8 +67,15 @@ func (r *fakeRouter) OpenPlane(cfg nat.Config) (kernelPlane, error) {
 	return r.plane, nil
 }
 
-func (r *fakeRouter) Watch(string, []string) (*events, error) {
-	return &events{ruleset: r.ruleset, links: r.links, err: func() error { return errors.New("fake subscription ended") }, close: func() {}}, nil
+func (r *fakeRouter) Watch(_ string, _ []string, ruleset bool) (*events, error) {
+	r.mu.Lock()
+	r.rulesetWatched = ruleset
+	r.mu.Unlock()
+	ev := &events{links: r.links, err: func() error { return errors.New("fake subscription ended") }, close: func() {}}
+	if ruleset {
+		ev.ruleset = r.ruleset
+	}
+	return ev, nil
 }
 
 func (r *fakeRouter) OriginalDst(net.Conn) (netip.AddrPort, error) { return r.pac, nil }
@@ -396,6 +404,31 @@ func TestMaintainRestoresFlushedTable(t *testing.T) {
 	})
 	if n := d.table.Len(); n != 2 {
 		t.Errorf("%d calls after the restore; want 2", n)
+	}
+}
+
+// TestOwnedTablesUnwatched: a daemon whose tables are owned subscribes to
+// no ruleset notifications (no one else can delete from its tables, and
+// each element would cost the kernel a notification); one whose tables are
+// not owned does.
+func TestOwnedTablesUnwatched(t *testing.T) {
+	for _, owner := range []bool{false, true} {
+		r := &fakeRouter{addrs: map[string]netip.Addr{"wan": lo1}, links: make(chan struct{}, 1), ruleset: make(chan struct{}, 1)}
+		d := &daemon{
+			cfg: daemonConfig{lan: []string{"lan"}, wan: "wan", relayPort: uint(freePort(t)), table: "pptp_alg_test",
+				idleTimeout: time.Hour, controlIdle: time.Minute, limits: alg.DefaultLimits},
+			log:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+			router: r, owner: owner, failed: make(chan error, 1),
+		}
+		if _, err := d.enable(); err != nil {
+			t.Fatalf("enable: %v", err)
+		}
+		if r.rulesetWatched == owner {
+			t.Errorf("tables owned %v: ruleset notifications watched %v; want %v", owner, r.rulesetWatched, !owner)
+		}
+		if _, _, err := d.disable(); err != nil {
+			t.Errorf("disable: %v", err)
+		}
 	}
 }
 

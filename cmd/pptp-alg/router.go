@@ -26,10 +26,10 @@ type router interface {
 	InterfaceIPv4(name string) (netip.Addr, error)
 	// OpenPlane installs the nftables tables for cfg.
 	OpenPlane(cfg nat.Config) (kernelPlane, error)
-	// Watch subscribes to deletions from the tables named table, and to
-	// changes of the links named, their IPv4 addresses, routes and policy
-	// rules.
-	Watch(table string, links []string) (*events, error)
+	// Watch subscribes to changes of the links named, their IPv4
+	// addresses, routes and policy rules, and, with ruleset, to deletions
+	// from the tables named table.
+	Watch(table string, links []string, ruleset bool) (*events, error)
 	// BridgeNetfilter names a LAN interface that is a bridge whose frames
 	// pass the IP hooks (bridge-nf-call-iptables=1), or "" if none does.
 	BridgeNetfilter(lan []string) string
@@ -146,27 +146,29 @@ func (r hostRouter) KernelHelper(client, dst netip.AddrPort) (string, error) {
 	return r.tracker.Helper(client, dst)
 }
 
-func (hostRouter) Watch(table string, links []string) (*events, error) {
-	rs, err := nat.WatchRuleset(0, table)
-	if err != nil {
-		return nil, err
-	}
+func (hostRouter) Watch(table string, links []string, ruleset bool) (*events, error) {
 	ln, err := nat.WatchLinks(0, links)
 	if err != nil {
-		rs.Close()
 		return nil, err
 	}
-	return &events{
-		ruleset: rs.C,
-		links:   ln.C,
-		err: func() error {
-			if err := rs.Err(); err != nil {
-				return err
-			}
-			return ln.Err()
-		},
-		close: func() { rs.Close(); ln.Close() },
-	}, nil
+	ev := &events{links: ln.C, err: ln.Err, close: func() { ln.Close() }}
+	if !ruleset {
+		return ev, nil
+	}
+	rs, err := nat.WatchRuleset(0, table)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	ev.ruleset = rs.C
+	ev.err = func() error {
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		return ln.Err()
+	}
+	ev.close = func() { rs.Close(); ln.Close() }
+	return ev, nil
 }
 
 func (r hostRouter) Dial(ctx context.Context, local netip.Addr, server netip.AddrPort) (net.Conn, error) {
