@@ -21,7 +21,7 @@ func TestWire(t *testing.T) {
 		{"toggle", ToggleReply{Changed: true, CallsReleased: 2, Status: Status{Version: "1", LAN: []string{"br-lan"}, WAN: "wan",
 			RelayPort: 1724, Table: "pptp_alg", KernelFeatures: []string{}, KernelPPTPHelper: []HelperUse{{Where: "w", Fix: "f"}}}},
 			`{"changed":true,"calls_released":2,"status":{"version":"1","enabled":false,"lan":["br-lan"],"wan":"wan","wan_addr":"",` +
-				`"relay_port":1724,"router_calls":false,"table":"pptp_alg","fast_path":false,"control_connections":0,"calls":0,"kernel_features":[],` +
+				`"relay_port":1724,"router_calls":false,"table":"pptp_alg","tables_owned":false,"fast_path":false,"control_connections":0,"calls":0,"kernel_features":[],` +
 				`"kernel_pptp_helper":[{"where":"w","sees_relayed_connections":false,"fix":"f"}]}}`},
 		{"error", Error{Error: "no"}, `{"error":"no"}`},
 		{"debug", Debug{Goroutines: 3, HeapAlloc: 4}, `{"goroutines":3,"heap_alloc":4}`},
