@@ -20,6 +20,23 @@ type DataPlane interface {
 	DeleteOutbound(client, server netip.Addr, serverID uint16) error
 }
 
+// Addition is one half of a call's mapping, as AddInbound (Outbound false:
+// Server, NATID, Client, ClientID) or AddOutbound (Outbound true: Client,
+// Server, ServerID) adds it.
+type Addition struct {
+	Outbound        bool
+	Server, Client  netip.Addr
+	NATID, ClientID uint16
+	ServerID        uint16
+}
+
+// A DataPlane that is also a MultiAdder makes several additions at once,
+// as one kernel transaction; the relay then makes those of one read's
+// messages together. errs[i] is adds[i]'s error.
+type MultiAdder interface {
+	AddMany(adds []Addition) (errs []error)
+}
+
 // Limits bound what one LAN host, and all of them together, can hold.
 type Limits struct {
 	ConnsPerClient int // control connections per LAN host
@@ -215,8 +232,12 @@ func (s *Session) reserveCall(clientID uint16) (*call, error) {
 // goes on: the server may send GRE right after its reply, before the relay
 // has forwarded that reply. On an error the call is gone.
 func (s *Session) addInbound(c *call) error {
+	return s.inboundAdded(c, s.t.dp.AddInbound(s.Server, c.NATCallID, s.Client, c.ClientCallID))
+}
+
+// inboundAdded finishes addInbound once the data plane answered err.
+func (s *Session) inboundAdded(c *call, err error) error {
 	t := s.t
-	err := t.dp.AddInbound(s.Server, c.NATCallID, s.Client, c.ClientCallID)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c.adding = false
@@ -272,8 +293,12 @@ func (s *Session) reserveOutbound(c *call, serverID uint16) (key outboundKey, ok
 
 // addOutbound installs the outbound half that reserveOutbound keyed.
 func (s *Session) addOutbound(c *call, key outboundKey) error {
+	return s.outboundAdded(c, key, s.t.dp.AddOutbound(s.Client, s.Server, key.serverID))
+}
+
+// outboundAdded finishes addOutbound once the data plane answered err.
+func (s *Session) outboundAdded(c *call, key outboundKey, err error) error {
 	t := s.t
-	err := t.dp.AddOutbound(s.Client, s.Server, key.serverID)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c.establishing = false

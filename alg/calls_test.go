@@ -18,6 +18,9 @@ type fakePlane struct {
 	out   map[string]bool
 	fail  error
 	delay time.Duration // each addition's round trip, without the lock
+	// AddMany's: how often it was called, and an error for some additions.
+	many   [][]Addition
+	refuse func(Addition) error
 }
 
 func newFakePlane() *fakePlane {
@@ -55,6 +58,25 @@ func (f *fakePlane) AddOutbound(client, server netip.Addr, serverID uint16) erro
 	}
 	f.out[outKey(client, server, serverID)] = true
 	return nil
+}
+
+func (f *fakePlane) AddMany(adds []Addition) []error {
+	f.mu.Lock()
+	f.many = append(f.many, adds)
+	refuse := f.refuse
+	f.mu.Unlock()
+	errs := make([]error, len(adds))
+	for i, a := range adds {
+		switch {
+		case refuse != nil && refuse(a) != nil:
+			errs[i] = refuse(a)
+		case a.Outbound:
+			errs[i] = f.AddOutbound(a.Client, a.Server, a.ServerID)
+		default:
+			errs[i] = f.AddInbound(a.Server, a.NATID, a.Client, a.ClientID)
+		}
+	}
+	return errs
 }
 
 func (f *fakePlane) DeleteOutbound(client, server netip.Addr, serverID uint16) error {

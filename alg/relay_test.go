@@ -465,3 +465,58 @@ func TestRelayCheckRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayReadAddsTogether: the Outgoing-Call-Requests of one read have
+// their inbound halves added in one AddMany, as do the replies' outbound
+// halves; an addition the data plane refuses refuses that call alone.
+func TestRelayReadAddsTogether(t *testing.T) {
+	es := startEchoServer(t)
+	dp := newFakePlane()
+	dp.refuse = func(a Addition) error {
+		if !a.Outbound && a.ClientID == 2 {
+			return errors.New("refused for the test")
+		}
+		return nil
+	}
+	tab := NewTable(dp, DefaultLimits, nil)
+	addr := startRelay(t, tab, es.ln.Addr().(*net.TCPAddr).AddrPort())
+	c, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(append(append(ocrq(1), ocrq(2)...), ocrq(3)...))
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	mr := &messageReader{r: c}
+	results := map[uint16]uint8{}
+	for len(results) < 3 {
+		m, err := mr.next()
+		if err != nil {
+			t.Fatalf("after %d replies: %v", len(results), err)
+		}
+		if r, ok := m.(*OutgoingCallReply); ok {
+			results[r.PeerCallID] = r.ResultCode
+		}
+	}
+	if results[1] != OutgoingCallResultConnected || results[3] != OutgoingCallResultConnected ||
+		results[2] != OutgoingCallResultGeneralError {
+		t.Errorf("results by client call ID %v; want 1 and 3 connected, 2 refused", results)
+	}
+	waitFor(t, "two calls established", func() bool {
+		n := 0
+		for _, ci := range tab.Calls() {
+			if ci.Established {
+				n++
+			}
+		}
+		return n == 2
+	})
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if len(dp.many) == 0 || len(dp.many[0]) != 3 {
+		t.Fatalf("AddMany calls %v; want the first with the 3 requests' inbound halves", dp.many)
+	}
+	if in, out := len(dp.in), len(dp.out); in != 2 || out != 2 {
+		t.Errorf("plane holds %d inbound, %d outbound; want 2 and 2", in, out)
+	}
+}

@@ -3,7 +3,6 @@ package alg
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -39,6 +38,34 @@ func (w *waiting) add(s *Session) {
 	}
 }
 
+// addAll makes the additions of ws: as one kernel transaction if the data
+// plane can, else one after another.
+func (s *Session) addAll(ws []*waiting) {
+	m, ok := s.t.dp.(MultiAdder)
+	if !ok || len(ws) == 1 {
+		for _, w := range ws {
+			w.add(s)
+		}
+		return
+	}
+	adds := make([]Addition, len(ws))
+	for i, w := range ws {
+		if w.outbound {
+			adds[i] = Addition{Outbound: true, Client: s.Client, Server: s.Server, ServerID: w.key.serverID}
+		} else {
+			adds[i] = Addition{Server: s.Server, NATID: w.c.NATCallID, Client: s.Client, ClientID: w.c.ClientCallID}
+		}
+	}
+	errs := m.AddMany(adds)
+	for i, w := range ws {
+		if w.outbound {
+			w.err = s.outboundAdded(w.c, w.key, errs[i])
+		} else {
+			w.err = s.inboundAdded(w.c, errs[i])
+		}
+	}
+}
+
 // readMsg is one whole message of a read, at buf[start:end] in the relay's
 // buffer.
 type readMsg struct {
@@ -48,7 +75,8 @@ type readMsg struct {
 }
 
 // translate translates in place the messages of one read from the client
-// or the server, and makes their data-plane additions, all at once. reply
+// or the server, and makes their data-plane additions, all at once (one
+// kernel batch with a MultiAdder). reply
 // writes to the client what it gets instead of a message it sent (a
 // refusal). An error ends the connection; the additions of the messages
 // before it are made all the same, so that every call in the table is whole
@@ -75,21 +103,13 @@ func (s *Session) translate(buf []byte, msgs []readMsg, fromClient bool, reply f
 	if waits == 0 {
 		return err
 	}
-	if waits == 1 {
-		for _, m := range msgs {
-			if m.wait != nil {
-				m.wait.add(s)
-			}
+	ws := make([]*waiting, 0, waits)
+	for _, m := range msgs {
+		if m.wait != nil {
+			ws = append(ws, m.wait)
 		}
-	} else {
-		var wg sync.WaitGroup
-		for _, m := range msgs {
-			if m.wait != nil {
-				wg.Go(func() { m.wait.add(s) })
-			}
-		}
-		wg.Wait()
 	}
+	s.addAll(ws)
 	for i := range msgs {
 		m := &msgs[i]
 		switch {

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -23,6 +24,7 @@ type addition struct {
 	serverID       uint16     // outbound
 	err            error
 	queued         bool          // in the batch being sent
+	first          bool          // its caller's first: a batch never splits a caller's
 	lead           bool          // woken to send the next batch
 	wake           chan struct{} // for a caller that waits: closed when err is set, or lead
 }
@@ -54,6 +56,10 @@ func (p *Plane) added(a *addition) {
 	}
 }
 
+// maxAdditions bounds a batch, and so the memory its messages take, when
+// thousands of calls are set up at once; the rest go in the next.
+const maxAdditions = 256
+
 // additions are the additions waiting for a batch.
 type additions struct {
 	mu      sync.Mutex
@@ -61,32 +67,44 @@ type additions struct {
 	spare   []*addition // the last batch's slice, for the next to reuse
 	sending bool        // a caller is sending a batch
 	batches int         // sent, for tests
+	largest int         // the most additions in one batch, for tests
 }
 
-// add queues an addition and returns once a batch carried it, or failed
-// to: its error is the addition's own, even when others in the same batch
-// were refused.
-func (p *Plane) add(a *addition) error {
+// add queues the additions, all in the same batch, and returns once a
+// batch carried them, or failed to: each one's err is its own, even when
+// others in the batch were refused. Only the first has a wake channel: a
+// batch takes every addition waiting, so a caller's are never split.
+func (p *Plane) add(as ...*addition) {
 	g := &p.adds
+	first := as[0]
+	first.first = true
 	g.mu.Lock()
-	g.waiting = append(g.waiting, a)
+	g.waiting = append(g.waiting, as...)
 	lead := !g.sending
 	if lead {
 		g.sending = true
 	} else {
-		a.wake = make(chan struct{})
+		first.wake = make(chan struct{})
 	}
 	g.mu.Unlock()
 	if !lead {
-		<-a.wake
-		if !a.lead {
-			return a.err
+		<-first.wake
+		if !first.lead {
+			return
 		}
 	}
 	g.mu.Lock()
-	batch := g.waiting
-	g.waiting = g.spare
+	waiting := len(g.waiting)
+	n := waiting
+	if n > maxAdditions {
+		for n = maxAdditions; n < waiting && !g.waiting[n].first; n++ {
+		}
+	}
+	batch := append(g.spare, g.waiting[:n]...)
+	g.waiting = append(g.waiting[:0], g.waiting[n:]...)
+	clear(g.waiting[len(g.waiting):waiting])
 	g.batches++
+	g.largest = max(g.largest, len(batch))
 	g.mu.Unlock()
 	p.sendAdditions(batch)
 	g.mu.Lock()
@@ -98,14 +116,72 @@ func (p *Plane) add(a *addition) error {
 		g.sending = false
 	}
 	for _, b := range batch {
-		if b != a {
+		if b != first && b.wake != nil {
 			close(b.wake)
 		}
 	}
 	clear(batch)
 	g.spare = batch[:0]
 	g.mu.Unlock()
-	return a.err
+}
+
+// Addition is one half of a call's GRE mapping, as AddInbound (Outbound
+// false: Server, NATID, Client, ClientID) or AddOutbound (Outbound true:
+// Client, Server, ServerID) adds it.
+type Addition struct {
+	Outbound        bool
+	Server, Client  netip.Addr
+	NATID, ClientID uint16
+	ServerID        uint16
+}
+
+// Add makes several additions at once, in one batch with whatever else is
+// waiting, and returns each one's error, as AddInbound or AddOutbound
+// would.
+func (p *Plane) Add(adds []Addition) []error {
+	errs := make([]error, len(adds))
+	as := make([]*addition, 0, len(adds))
+	idx := make([]int, 0, len(adds))
+	for i, ad := range adds {
+		a, err := newAddition(ad)
+		if err != nil {
+			errs[i] = additionError(ad, err)
+			continue
+		}
+		as = append(as, a)
+		idx = append(idx, i)
+	}
+	if len(as) > 0 {
+		p.add(as...)
+	}
+	for j, a := range as {
+		if a.err != nil {
+			errs[idx[j]] = additionError(adds[idx[j]], a.err)
+		}
+	}
+	return errs
+}
+
+func newAddition(ad Addition) (*addition, error) {
+	s, err := ipv4(ad.Server)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ipv4(ad.Client)
+	if err != nil {
+		return nil, err
+	}
+	if ad.Outbound {
+		return &addition{server: s, client: c, serverID: ad.ServerID}, nil
+	}
+	return &addition{inbound: true, server: s, natID: ad.NATID, client: c, clientID: ad.ClientID}, nil
+}
+
+func additionError(ad Addition, err error) error {
+	if ad.Outbound {
+		return fmt.Errorf("nat: add outbound %v->%v/%d: %w", ad.Client, ad.Server, ad.ServerID, err)
+	}
+	return fmt.Errorf("nat: add inbound %v/%d: %w", ad.Server, ad.NATID, err)
 }
 
 // sendAdditions sends the additions as one batch. A batch stands or falls

@@ -146,3 +146,92 @@ func TestSendQuietErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestAddSeveral: Add makes several additions in one batch, and a refused
+// one (a different client under a NAT call ID already mapped) fails alone,
+// with its own error, while the others go in.
+func TestAddSeveral(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "several")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	a := netip.AddrFrom4([4]byte{10, 200, 1, 2})
+	b := netip.AddrFrom4([4]byte{10, 200, 1, 3})
+	adds := []Addition{
+		{Server: serverIP, NATID: 1, Client: a, ClientID: 1},
+		{Outbound: true, Client: a, Server: serverIP, ServerID: 1},
+		{Server: serverIP, NATID: 2, Client: a, ClientID: 2},
+	}
+	p.adds.mu.Lock()
+	before := p.adds.batches
+	p.adds.mu.Unlock()
+	for i, err := range p.Add(adds) {
+		if err != nil {
+			t.Errorf("addition %d: %v", i, err)
+		}
+	}
+	p.adds.mu.Lock()
+	if n := p.adds.batches - before; n != 1 {
+		t.Errorf("3 additions took %d batches, want 1", n)
+	}
+	p.adds.mu.Unlock()
+	errs := p.Add([]Addition{
+		{Server: serverIP, NATID: 3, Client: b, ClientID: 3},
+		{Server: serverIP, NATID: 1, Client: b, ClientID: 9}, // NAT call ID 1 is a's
+		{Outbound: true, Client: b, Server: serverIP, ServerID: 3},
+	})
+	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], unix.EEXIST) {
+		t.Errorf("errors %v; want only the second, EEXIST", errs)
+	}
+	v := viewTable(t, ns, DefaultTable)
+	if len(v.Sets["gre_in"]) != 3 || len(v.Sets["gre_out"]) != 2 {
+		t.Errorf("gre_in holds %d, gre_out %d; want 3 and 2", len(v.Sets["gre_in"]), len(v.Sets["gre_out"]))
+	}
+}
+
+// TestAdditionsBounded: additions of many callers waiting at once go in
+// batches of at most maxAdditions (a caller's own never split), and all of
+// them go in.
+func TestAdditionsBounded(t *testing.T) {
+	requireKernel(t)
+	requireNft(t)
+	ns := newNetNS(t, "bounded")
+	p, err := Open(Config{LAN: []string{"lan0"}, WAN: "wan0", WANAddr: wanAddr, RelayPort: relayPort},
+		nftables.WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	const callers, each = 20, 50
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			client := netip.AddrFrom4([4]byte{10, 200, 2, byte(2 + c)})
+			adds := make([]Addition, each)
+			for i := range adds {
+				id := uint16(c*each + i + 1)
+				adds[i] = Addition{Server: serverIP, NATID: id, Client: client, ClientID: id}
+			}
+			for i, err := range p.Add(adds) {
+				if err != nil {
+					t.Errorf("caller %d, addition %d: %v", c, i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(viewTable(t, ns, DefaultTable).Sets["gre_in"]); n != callers*each {
+		t.Errorf("gre_in holds %d, want %d", n, callers*each)
+	}
+	p.adds.mu.Lock()
+	defer p.adds.mu.Unlock()
+	t.Logf("%d additions in %d batches, the largest %d", callers*each, p.adds.batches, p.adds.largest)
+	if p.adds.largest > maxAdditions+each {
+		t.Errorf("a batch of %d additions; want at most %d", p.adds.largest, maxAdditions+each)
+	}
+}

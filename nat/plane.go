@@ -439,11 +439,7 @@ func (p *Plane) SetWANAddr(a netip.Addr) error {
 // Adding the same mapping twice is not an error; adding a different value
 // under an existing key is (EEXIST): the caller must delete it first.
 func (p *Plane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
-	err := p.inbound(true, server, natID, client, clientID)
-	if err != nil {
-		return fmt.Errorf("nat: add inbound %v/%d: %w", server, natID, err)
-	}
-	return nil
+	return p.Add([]Addition{{Server: server, NATID: natID, Client: client, ClientID: clientID}})[0]
 }
 
 // DeleteInbound removes the mapping of server and natID:
@@ -453,7 +449,7 @@ func (p *Plane) AddInbound(server netip.Addr, natID uint16, client netip.Addr, c
 // A mapping that is already gone, with or without the whole table, is not an
 // error: the caller wanted it gone and it is.
 func (p *Plane) DeleteInbound(server netip.Addr, natID uint16) error {
-	err := p.inbound(false, server, natID, netip.Addr{}, 0)
+	err := p.deleteInbound(server, natID)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -463,17 +459,10 @@ func (p *Plane) DeleteInbound(server netip.Addr, natID uint16) error {
 	return nil
 }
 
-func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
+func (p *Plane) deleteInbound(server netip.Addr, natID uint16) error {
 	s, err := ipv4(server)
 	if err != nil {
 		return err
-	}
-	if add {
-		c, err := ipv4(client)
-		if err != nil {
-			return err
-		}
-		return p.add(&addition{inbound: true, server: s, natID: natID, client: c, clientID: clientID})
 	}
 	el := nftables.SetElement{Key: inKey(s, natID)}
 	p.mu.Lock()
@@ -487,10 +476,7 @@ func (p *Plane) inbound(add bool, server netip.Addr, natID uint16, client netip.
 //
 // Adding an element that exists is not an error.
 func (p *Plane) AddOutbound(client, server netip.Addr, serverID uint16) error {
-	if err := p.outbound(true, client, server, serverID); err != nil {
-		return fmt.Errorf("nat: add outbound %v->%v/%d: %w", client, server, serverID, err)
-	}
-	return nil
+	return p.Add([]Addition{{Outbound: true, Client: client, Server: server, ServerID: serverID}})[0]
 }
 
 // DeleteOutbound removes what AddOutbound added:
@@ -500,7 +486,7 @@ func (p *Plane) AddOutbound(client, server netip.Addr, serverID uint16) error {
 // An element that is already gone, with or without the whole table, is not
 // an error.
 func (p *Plane) DeleteOutbound(client, server netip.Addr, serverID uint16) error {
-	err := p.outbound(false, client, server, serverID)
+	err := p.deleteOutbound(client, server, serverID)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -510,7 +496,7 @@ func (p *Plane) DeleteOutbound(client, server netip.Addr, serverID uint16) error
 	return nil
 }
 
-func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) error {
+func (p *Plane) deleteOutbound(client, server netip.Addr, serverID uint16) error {
 	c, err := ipv4(client)
 	if err != nil {
 		return err
@@ -518,9 +504,6 @@ func (p *Plane) outbound(add bool, client, server netip.Addr, serverID uint16) e
 	s, err := ipv4(server)
 	if err != nil {
 		return err
-	}
-	if add {
-		return p.add(&addition{server: s, client: c, serverID: serverID})
 	}
 	el := nftables.SetElement{Key: outKey(c, s, serverID)}
 	// The call's gre_calls element. Two calls share one only if the server

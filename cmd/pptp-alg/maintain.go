@@ -97,12 +97,32 @@ type startSignal struct {
 func (s startSignal) AddInbound(server netip.Addr, natID uint16, client netip.Addr, clientID uint16) error {
 	err := s.kernelPlane.AddInbound(server, natID, client, clientID)
 	if err == nil {
-		select {
-		case s.started <- struct{}{}:
-		default:
-		}
+		s.signal()
 	}
 	return err
+}
+
+// AddMany makes the call table's additions of one read in one batch.
+func (s startSignal) AddMany(adds []alg.Addition) []error {
+	nadds := make([]nat.Addition, len(adds))
+	for i, a := range adds {
+		nadds[i] = nat.Addition(a)
+	}
+	errs := s.kernelPlane.Add(nadds)
+	for i, a := range adds {
+		if !a.Outbound && errs[i] == nil {
+			s.signal()
+			break
+		}
+	}
+	return errs
+}
+
+func (s startSignal) signal() {
+	select {
+	case s.started <- struct{}{}:
+	default:
+	}
 }
 
 // restoreTable installs the table and every call's mappings again if the

@@ -116,6 +116,18 @@ func (p *fakePlane) AddInbound(server netip.Addr, natID uint16, client netip.Add
 	return nil
 }
 
+func (p *fakePlane) Add(adds []nat.Addition) []error {
+	errs := make([]error, len(adds))
+	for i, a := range adds {
+		if a.Outbound {
+			errs[i] = p.AddOutbound(a.Client, a.Server, a.ServerID)
+		} else {
+			errs[i] = p.AddInbound(a.Server, a.NATID, a.Client, a.ClientID)
+		}
+	}
+	return errs
+}
+
 func (p *fakePlane) DeleteInbound(server netip.Addr, natID uint16) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -608,4 +620,29 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// TestStartSignalAddMany: a read's additions made together start idle
+// expiry as a single call's do, once an inbound half went in.
+func TestStartSignalAddMany(t *testing.T) {
+	p := &fakePlane{intact: true, in: map[nat.InKey]nat.Counter{}, out: map[nat.OutKey]nat.Counter{}}
+	s := startSignal{p, make(chan struct{}, 1)}
+	s.AddMany([]alg.Addition{{Outbound: true, Client: lo1, Server: lo2, ServerID: 5}})
+	select {
+	case <-s.started:
+		t.Fatal("an outbound half alone started expiry")
+	default:
+	}
+	errs := s.AddMany([]alg.Addition{{Server: lo2, NATID: 1, Client: lo1, ClientID: 1}, {Server: lo2, NATID: 2, Client: lo1, ClientID: 2}})
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("AddMany: %v", errs)
+	}
+	select {
+	case <-s.started:
+	default:
+		t.Fatal("inbound halves went in and expiry did not start")
+	}
+	if len(p.in) != 2 || len(p.out) != 1 {
+		t.Errorf("plane holds %d inbound, %d outbound; want 2 and 1", len(p.in), len(p.out))
+	}
 }

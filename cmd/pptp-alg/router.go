@@ -46,6 +46,7 @@ type router interface {
 // kernelPlane is what the daemon needs of its nftables tables (nat.Plane).
 type kernelPlane interface {
 	alg.DataPlane
+	Add(adds []nat.Addition) []error // several at once, in one batch
 	Intact() (bool, error)
 	Reinstall() error
 	SetWANAddr(a netip.Addr) error
