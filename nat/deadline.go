@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -64,41 +63,22 @@ func (c *nftConn) Flush() error {
 	return c.Conn.Flush()
 }
 
-// sendQuiet sends msgs as one transaction, asking the kernel to acknowledge
-// only the last message, and returns the first failure's errno. The kernel
-// reports a failed message whether asked or not, in order, and the last
-// message's acknowledgement comes after them all. google/nftables asks for an
-// acknowledgement of every message and reads each with two system calls: a
-// batch of 100 calls' elements took three times as long.
+// sendQuiet is sendBatch asking the kernel to acknowledge only the last
+// message. The kernel reports a failed message whether asked or not, in
+// order, and the last message's acknowledgement comes after them all.
+// google/nftables asks for an acknowledgement of every message and reads
+// each with two system calls: a batch of 100 calls' elements took three
+// times as long.
 func (c *nftConn) sendQuiet(msgs []netlink.Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	c.arm()
-	batch := make([]netlink.Message, 0, len(msgs)+2)
-	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
-	for _, m := range msgs {
-		m.Header.Sequence, m.Header.PID = 0, 0 // the socket numbers them
+	quiet := make([]netlink.Message, len(msgs))
+	for i, m := range msgs {
 		m.Header.Flags &^= netlink.Acknowledge
-		batch = append(batch, m)
+		quiet[i] = m
 	}
-	batch[len(batch)-1].Header.Flags |= netlink.Acknowledge
-	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
-	sent, err := c.sock.SendMessages(batch)
-	if err != nil {
-		return err
+	if len(quiet) > 0 {
+		quiet[len(quiet)-1].Header.Flags |= netlink.Acknowledge
 	}
-	raw, err := c.sock.SyscallConn()
-	if err != nil {
-		// A test's stand-in for the kernel (nftables.WithTestDial) has no
-		// descriptor; it answers each receive with one acknowledgement.
-		_, err := c.sock.Receive()
-		return err
-	}
-	if c.buf == nil {
-		c.buf = make([]byte, 16<<10) // an error echoes its message: a few hundred bytes
-	}
-	return readAcks(raw, c.buf, sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence)
+	return c.sendBatch(quiet)
 }
 
 // readAcks reads the replies to a batch until the acknowledgement of its
@@ -151,48 +131,37 @@ func (c *nftConn) ListTableOfFamily(name string, family nftables.TableFamily) (*
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // sendBatch sends msgs, which google/nftables cannot put together itself
-// (recordBatch), as one nf_tables transaction on the lasting socket, and
-// reads one reply for each message that asks for an acknowledgement, as
-// Flush does: the socket stays in step after an errno from the kernel.
-// The first such errno is returned. A table owned by this socket can only
-// be changed through it.
+// (recordBatch) or would acknowledge message by message (sendQuiet), as one
+// nf_tables transaction on the lasting socket, and reads the replies up to
+// the last message's acknowledgement (readAcks), so the socket stays in
+// step after an errno from the kernel. The last message must ask for one.
+// The first errno is returned. A table owned by this socket can only be
+// changed through it.
 func (c *nftConn) sendBatch(msgs []netlink.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	c.arm()
 	batch := make([]netlink.Message, 0, len(msgs)+2)
 	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
-	want := 0
 	for _, m := range msgs {
 		m.Header.Sequence, m.Header.PID = 0, 0 // the socket numbers them
-		if m.Header.Flags&netlink.Acknowledge != 0 {
-			want++
-		}
 		batch = append(batch, m)
 	}
 	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
-	c.arm()
-	if _, err := c.sock.SendMessages(batch); err != nil {
+	sent, err := c.sock.SendMessages(batch)
+	if err != nil {
 		return err
 	}
-	var first error
-	for acks := 0; acks < want; {
-		replies, err := c.sock.Receive()
-		if err != nil && !fromKernel(err) {
-			return err
-		}
-		if err != nil {
-			// The kernel refuses a whole batch it may not run with one
-			// error, as google/nftables' Flush assumes too.
-			if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.ENOBUFS) {
-				return err
-			}
-			first = cmp.Or(first, err)
-			acks++
-			continue
-		}
-		for _, r := range replies {
-			if r.Header.Type == netlink.Error {
-				acks++
-			}
-		}
+	raw, err := c.sock.SyscallConn()
+	if err != nil {
+		// A test's stand-in for the kernel (nftables.WithTestDial) has no
+		// descriptor; it answers each receive with one acknowledgement.
+		_, err := c.sock.Receive()
+		return err
 	}
-	return first
+	if c.buf == nil {
+		c.buf = make([]byte, 16<<10) // an error echoes its message: a few hundred bytes
+	}
+	return readAcks(raw, c.buf, sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence)
 }
