@@ -30,39 +30,43 @@ type waiting struct {
 	err      error       // the addition's, once made
 }
 
-func (w *waiting) add(s *Session) {
+// addition is what w asks the data plane for.
+func (w *waiting) addition(s *Session) Addition {
 	if w.outbound {
-		w.err = s.addOutbound(w.c, w.key)
+		return Addition{Outbound: true, Client: s.Client, Server: s.Server, ServerID: w.key.serverID}
+	}
+	return Addition{Server: s.Server, NATID: w.c.NATCallID, Client: s.Client, ClientID: w.c.ClientCallID}
+}
+
+// added finishes w once the data plane answered err.
+func (w *waiting) added(s *Session, err error) {
+	if w.outbound {
+		w.err = s.outboundAdded(w.c, w.key, err)
 	} else {
-		w.err = s.addInbound(w.c)
+		w.err = s.inboundAdded(w.c, err)
 	}
 }
 
 // addAll makes the additions of ws: as one kernel transaction if the data
 // plane can, else one after another.
-func (s *Session) addAll(ws []*waiting) {
+func (s *Session) addAll(ws ...*waiting) {
 	m, ok := s.t.dp.(MultiAdder)
-	if !ok || len(ws) == 1 {
+	if !ok {
 		for _, w := range ws {
-			w.add(s)
+			if w.outbound {
+				w.err = s.addOutbound(w.c, w.key)
+			} else {
+				w.err = s.addInbound(w.c)
+			}
 		}
 		return
 	}
 	adds := make([]Addition, len(ws))
 	for i, w := range ws {
-		if w.outbound {
-			adds[i] = Addition{Outbound: true, Client: s.Client, Server: s.Server, ServerID: w.key.serverID}
-		} else {
-			adds[i] = Addition{Server: s.Server, NATID: w.c.NATCallID, Client: s.Client, ClientID: w.c.ClientCallID}
-		}
+		adds[i] = w.addition(s)
 	}
-	errs := m.AddMany(adds)
-	for i, w := range ws {
-		if w.outbound {
-			w.err = s.outboundAdded(w.c, w.key, errs[i])
-		} else {
-			w.err = s.inboundAdded(w.c, errs[i])
-		}
+	for i, err := range m.AddMany(adds) {
+		ws[i].added(s, err)
 	}
 }
 
@@ -83,7 +87,7 @@ type readMsg struct {
 // when the connection's close releases them.
 func (s *Session) translate(buf []byte, msgs []readMsg, fromClient bool, reply func([]byte) error) error {
 	var err error
-	waits := 0
+	var ws []*waiting
 	for i := 0; i < len(msgs) && err == nil; i++ {
 		m := &msgs[i]
 		if fromClient {
@@ -97,19 +101,13 @@ func (s *Session) translate(buf []byte, msgs []readMsg, fromClient bool, reply f
 			m.wait, err = s.serverMessage(buf[m.start:m.end])
 		}
 		if m.wait != nil {
-			waits++
-		}
-	}
-	if waits == 0 {
-		return err
-	}
-	ws := make([]*waiting, 0, waits)
-	for _, m := range msgs {
-		if m.wait != nil {
 			ws = append(ws, m.wait)
 		}
 	}
-	s.addAll(ws)
+	if ws == nil {
+		return err
+	}
+	s.addAll(ws...)
 	for i := range msgs {
 		m := &msgs[i]
 		switch {
@@ -134,7 +132,7 @@ func (s *Session) translate(buf []byte, msgs []readMsg, fromClient bool, reply f
 func (s *Session) fromClient(m []byte) (forward bool, reply []byte, err error) {
 	forward, reply, w, err := s.clientMessage(m)
 	if w != nil {
-		w.add(s)
+		s.addAll(w)
 		forward, reply = s.clientAdded(w)
 	}
 	return forward, reply, err
@@ -213,7 +211,7 @@ func (s *Session) clientMessage(m []byte) (forward bool, reply []byte, wait *wai
 func (s *Session) fromServer(m []byte) error {
 	w, err := s.serverMessage(m)
 	if w != nil {
-		w.add(s)
+		s.addAll(w)
 		err = s.serverAdded(w)
 	}
 	return err
