@@ -21,7 +21,6 @@ import (
 
 	"github.com/pptp-alg/pptp-alg/alg"
 	"github.com/pptp-alg/pptp-alg/cmd/pptp-alg/controlapi"
-	"github.com/pptp-alg/pptp-alg/nat"
 )
 
 // The control socket's requests and replies are defined in controlapi. It
@@ -49,6 +48,7 @@ type daemon struct {
 	relay       *alg.Relay    // closes connections from an old WAN address
 	callStarted chan struct{} // a call's inbound half went in (startSignal)
 	wanAddr     atomic.Pointer[netip.Addr]
+	counters    greCounters
 	// redirect: new LAN control connections reach the relay by the NAT
 	// redirect, not tproxy (relayMode). Set by enable and maintain.
 	redirect atomic.Bool
@@ -66,7 +66,7 @@ func (d *daemon) dialServer(ctx context.Context, from netip.Addr, server netip.A
 // never sits in the daemon's memory whole. An error before the first byte
 // is returned for the caller to send instead.
 func (d *daemon) writeMappings(w io.Writer) error {
-	calls, in, out, err := d.callsAndCounters()
+	calls, traffics, err := d.callsAndTraffic()
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func (d *daemon) writeMappings(w io.Writer) error {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
-		tr := traffic(c, in, out)
+		tr := traffics[i]
 		one.Reset()
 		enc.Encode(controlapi.Mapping{
 			Client: c.Client.String(), ClientCallID: int(c.ClientCallID),
@@ -95,18 +95,24 @@ func (d *daemon) writeMappings(w io.Writer) error {
 	return nil
 }
 
-func (d *daemon) callsAndCounters() ([]alg.CallInfo, map[nat.InKey]nat.Counter, map[nat.OutKey]nat.Counter, error) {
+// callsAndTraffic returns every call and, at the same index, its traffic.
+func (d *daemon) callsAndTraffic() ([]alg.CallInfo, []alg.Traffic, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.table == nil { // disabled
-		return nil, nil, nil, nil
+		return nil, nil, nil
 	}
 	calls := d.table.Calls()
-	in, out := make(map[nat.InKey]nat.Counter, len(calls)), make(map[nat.OutKey]nat.Counter, len(calls))
-	if err := d.plane.Counters(in, out); err != nil {
-		return nil, nil, nil, err
+	d.counters.mu.Lock()
+	defer d.counters.mu.Unlock()
+	if err := d.counters.read(d.plane); err != nil {
+		return nil, nil, err
 	}
-	return calls, in, out, nil
+	traffics := make([]alg.Traffic, len(calls))
+	for i, c := range calls {
+		traffics[i] = d.counters.traffic(c)
+	}
+	return calls, traffics, nil
 }
 
 func listenControl(path string) (*net.UnixListener, error) {

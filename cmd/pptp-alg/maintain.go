@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pptp-alg/pptp-alg/alg"
@@ -21,9 +22,6 @@ import (
 // changing, the daemon sleeps.
 func (d *daemon) maintain(ctx context.Context, ev *events) error {
 	snat := *d.wanAddr.Load() // the address the SNAT rule holds
-	// Refilled by every idle check rather than made anew each time; they
-	// keep the size of the largest reading.
-	in, out := map[nat.InKey]nat.Counter{}, map[nat.OutKey]nat.Counter{}
 	every := expireEvery(d.cfg.idleTimeout)
 	expiry := time.NewTicker(every)
 	expiry.Stop()
@@ -72,7 +70,7 @@ func (d *daemon) maintain(ctx context.Context, ev *events) error {
 				expiring = true
 			}
 		case <-tick:
-			d.expire(in, out)
+			d.expire()
 			if d.plane.FastPathStale() { // an element batch failed
 				d.checkFastPath()
 			}
@@ -80,8 +78,7 @@ func (d *daemon) maintain(ctx context.Context, ev *events) error {
 				// Until the next call: a call set up from now on signals.
 				expiry.Stop()
 				expiring = false
-				clear(in)
-				clear(out)
+				d.counters.drop()
 			}
 		}
 	}
@@ -254,24 +251,60 @@ func expireEvery(idle time.Duration) time.Duration {
 	return max(time.Second, min(idle/10, 10*time.Second))
 }
 
-// expire reads the counters into in and out and releases idle calls.
-func (d *daemon) expire(in map[nat.InKey]nat.Counter, out map[nat.OutKey]nat.Counter) {
-	before := d.table.Calls() // each of these is in the kernel before the dump
-	if err := d.plane.Counters(in, out); err != nil {
+// greCounters holds the GRE counters last read. Idle expiry and
+// `mappings` refill one pair of maps rather than making their own: with
+// 10,000 calls the pair is 2 MB. It is dropped with the last call.
+type greCounters struct {
+	mu  sync.Mutex
+	in  map[nat.InKey]nat.Counter
+	out map[nat.OutKey]nat.Counter
+}
+
+// read refills the maps from plane; the caller holds mu.
+func (g *greCounters) read(plane kernelPlane) error {
+	if g.in == nil {
+		g.in, g.out = map[nat.InKey]nat.Counter{}, map[nat.OutKey]nat.Counter{}
+	}
+	return plane.Counters(g.in, g.out)
+}
+
+// traffic is c's counters as last read; the caller holds mu.
+func (g *greCounters) traffic(c alg.CallInfo) alg.Traffic {
+	return traffic(c, g.in, g.out)
+}
+
+func (g *greCounters) drop() {
+	g.mu.Lock()
+	g.in, g.out = nil, nil
+	g.mu.Unlock()
+}
+
+// expire reads the counters and releases idle calls.
+func (d *daemon) expire() {
+	g := &d.counters
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Nobody else can delete from owned tables, so only unowned ones are
+	// checked for lost elements: the two lists take 2 MB with 10,000 calls.
+	var before []alg.CallInfo
+	if !d.owner {
+		before = d.table.Calls() // each of these is in the kernel before the dump
+	}
+	if err := g.read(d.plane); err != nil {
 		d.log.Warn("read GRE counters", "err", err)
 		return
 	}
 	// Elements lost while the table stayed (`nft flush set`, a partial
 	// reload): add them again. Adding one that exists changes nothing.
-	if n := missingMappings(before, d.table.Calls(), in, out); n > 0 {
-		d.log.Warn("GRE mappings missing from the kernel; adding them again", "missing", n)
-		if err := d.table.Reinstall(); err != nil {
-			d.log.Error("reinstall call mappings", "err", err)
+	if !d.owner {
+		if n := missingMappings(before, d.table.Calls(), g.in, g.out); n > 0 {
+			d.log.Warn("GRE mappings missing from the kernel; adding them again", "missing", n)
+			if err := d.table.Reinstall(); err != nil {
+				d.log.Error("reinstall call mappings", "err", err)
+			}
 		}
 	}
-	d.table.Expire(d.cfg.idleTimeout, func(c alg.CallInfo) alg.Traffic {
-		return traffic(c, in, out)
-	})
+	d.table.Expire(d.cfg.idleTimeout, g.traffic)
 }
 
 // missingMappings counts the kernel elements that the calls listed both

@@ -266,6 +266,13 @@ func startGateway(t *testing.T, idle time.Duration) (*daemon, *fakeRouter, netip
 // startGatewayTProxy is startGateway with --lan-control tproxy if tproxy.
 func startGatewayTProxy(t *testing.T, idle time.Duration, tproxy bool) (*daemon, *fakeRouter, netip.AddrPort) {
 	t.Helper()
+	return startGatewayWith(t, idle, tproxy, false)
+}
+
+// startGatewayWith is startGateway with --lan-control tproxy if tproxy, on
+// a kernel with the table flag owner if owner.
+func startGatewayWith(t *testing.T, idle time.Duration, tproxy, owner bool) (*daemon, *fakeRouter, netip.AddrPort) {
+	t.Helper()
 	pac := startPAC(t)
 	r := &fakeRouter{
 		addrs:   map[string]netip.Addr{"wan": lo1},
@@ -277,7 +284,7 @@ func startGatewayTProxy(t *testing.T, idle time.Duration, tproxy bool) (*daemon,
 		cfg: daemonConfig{lan: []string{"lan"}, wan: "wan", relayPort: uint(port), table: "pptp_alg_test",
 			idleTimeout: idle, controlIdle: time.Minute, limits: alg.DefaultLimits, tproxy: tproxy},
 		log:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-		router: r, failed: make(chan error, 1),
+		router: r, owner: owner, failed: make(chan error, 1),
 	}
 	if _, err := d.enable(); err != nil {
 		t.Fatalf("enable: %v", err)
@@ -598,6 +605,30 @@ func TestMaintainIdleExpiry(t *testing.T) {
 	if _, _, _, _, m, _ := r.plane.read(); m != n {
 		t.Errorf("counters read %d more times after the last call went; want none", m-n)
 	}
+	d.counters.mu.Lock()
+	defer d.counters.mu.Unlock()
+	if d.counters.in != nil || d.counters.out != nil {
+		t.Error("the counter maps kept after the last call went")
+	}
+}
+
+// TestMaintainOwnedTablesTrusted: owned tables change only through the
+// daemon, so idle checks do not list the calls to look for lost elements
+// (an element deleted behind its back stays gone); expiry works as before.
+func TestMaintainOwnedTablesTrusted(t *testing.T) {
+	d, r, relay := startGatewayWith(t, 4*time.Second, false, true) // checked every second
+	call(t, relay, 1)
+	r.plane.mu.Lock()
+	clear(r.plane.in)
+	r.plane.mu.Unlock()
+	eventually(t, "two counter readings", func() bool {
+		_, _, _, _, n, _ := r.plane.read()
+		return n >= 2
+	})
+	if in, _, _, _, _, _ := r.plane.read(); in != 0 || d.table.Len() != 1 {
+		t.Errorf("%d inbound elements for %d calls after two readings; want 0 for 1: nothing re-added", in, d.table.Len())
+	}
+	eventually(t, "the idle call released", func() bool { return d.table.Len() == 0 })
 }
 
 // TestMaintainEndsWithItsSubscription: a notification socket that fails
