@@ -105,18 +105,16 @@ func (a fastLinks) equal(b fastLinks) bool {
 }
 
 // fastPath is the netdev table as the Plane keeps it: its objects, what it
-// was built for, which elements it holds, and the adder that puts new
-// calls' elements in. It shares the Plane's mutex, mu, and socket (send): a
-// call's elements in both tables change together, and a table the socket
-// owns takes changes from it alone. Methods that say so are called with mu
-// held.
+// was built for and which elements it holds. It shares the Plane's mutex,
+// mu, and socket (send): a call's elements in both tables change together,
+// in one batch, and a table the socket owns takes changes from it alone.
+// Methods that say so are called with mu held.
 type fastPath struct {
 	mu    *sync.Mutex // the Plane's
 	cfg   Config
 	netns int // an fd; 0 for our own
-	// send sends a batch on the Plane's socket, sendQuiet an element
-	// batch, acknowledged once. mu is held.
-	send, sendQuiet func([]netlink.Message) error
+	// send sends a batch on the Plane's socket. mu is held.
+	send func([]netlink.Message) error
 
 	obj    fastObjects
 	on     bool      // installed and in use
@@ -126,27 +124,17 @@ type fastPath struct {
 	refill bool      // built since the caller last added its calls
 	routes map[netip.Addr]route
 
-	// Additions wait in pending for the adder, so that a call's set-up
-	// waits for the ip table's batch only, not for the fast path's too;
-	// until they are in, its GRE takes the ip table. One entry per set and
-	// key: a deletion takes its key out.
-	pending map[fastKey]pendingAdd
 	// present holds what the fast path's sets hold, so that a deletion
 	// asks for no element that is not there: a batch the kernel refuses
 	// costs it 15 to 30 ms here, with mu held.
 	present map[fastKey]struct{}
-	adds    *batchRecorder // the adder's batches; made at its first
-	wake    chan struct{}  // to the adder, when pending grows
-	done    chan struct{}  // closed by Close, once
-	stop    sync.Once
-	stopped chan struct{} // closed by the adder as it returns
 }
 
 // newFastPath is the fast path of cfg, not installed. mu is the Plane's,
-// netns its network namespace; send and sendQuiet send on its socket.
-func newFastPath(cfg Config, mu *sync.Mutex, netns int, send, sendQuiet func([]netlink.Message) error) *fastPath {
-	return &fastPath{mu: mu, cfg: cfg, netns: netns, send: send, sendQuiet: sendQuiet, obj: newFastObjects(cfg),
-		pending: map[fastKey]pendingAdd{}, present: map[fastKey]struct{}{}}
+// netns its network namespace; send sends on its socket.
+func newFastPath(cfg Config, mu *sync.Mutex, netns int, send func([]netlink.Message) error) *fastPath {
+	return &fastPath{mu: mu, cfg: cfg, netns: netns, send: send, obj: newFastObjects(cfg),
+		present: map[fastKey]struct{}{}}
 }
 
 // fastKey names an element of gre_in or gre_out: the set's batch ID, then
@@ -160,38 +148,14 @@ func keyOf(s *nftables.Set, key []byte) fastKey {
 	return k
 }
 
-// maxAddBatch bounds one batch of the adder: thousands of calls set up at
-// once would otherwise make one batch of them all.
-const maxAddBatch = 512
-
-type pendingAdd struct {
-	set *nftables.Set
-	el  nftables.SetElement
-	oif *nftables.SetElement // with a gre_in element: its client's lan_oif entry
-}
-
-// deferAdd queues el's addition to s for the adder. mu is held.
-func (f *fastPath) deferAdd(s *nftables.Set, el nftables.SetElement, oif *nftables.SetElement) {
-	f.pending[keyOf(s, el.Key)] = pendingAdd{s, el, oif}
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
-}
-
 // deletion is what a deletion of key from the ip table's counterpart of s
-// must delete from the fast path: nothing if the fast path is off, if the
-// addition is still pending (it is dropped) or if it never had the element;
-// else the element. mu is held.
+// must delete from the fast path: nothing if the fast path is off or never
+// had the element; else the element. mu is held.
 func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	if !f.on {
 		return nil
 	}
 	k := keyOf(s, key)
-	if _, ok := f.pending[k]; ok {
-		delete(f.pending, k)
-		return nil
-	}
 	if _, ok := f.present[k]; !ok {
 		return nil // never added: the call's route did not suit the fast path
 	}
@@ -199,98 +163,58 @@ func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	return &nftables.SetElement{Key: key}
 }
 
-// startAdder starts the goroutine that adds pending elements, as many
-// calls' as are waiting in one batch.
-func (f *fastPath) startAdder() {
-	f.wake, f.done, f.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(f.stopped)
-		for {
-			select {
-			case <-f.done:
-				return
-			case <-f.wake:
+// queueAdditions queues on c, after the ip table's elements of the same
+// batch, the fast path's elements of the additions that were queued: one
+// message per set. It returns their keys, for added once the batch went
+// in; nil if it queued none. mu is held.
+func (f *fastPath) queueAdditions(c *nftables.Conn, as []*addition) ([]fastKey, error) {
+	if !f.on {
+		return nil, nil
+	}
+	var in, out, oifs []nftables.SetElement
+	var keys []fastKey
+	seen := map[[4]byte]bool{} // lan_oif entries, one per client
+	for _, a := range as {
+		if !a.queued {
+			continue
+		}
+		if !a.inbound {
+			if el := f.outElement(a.client, a.server, a.serverID); el != nil {
+				out = append(out, *el)
+				keys = append(keys, keyOf(f.obj.greOut, el.Key))
 			}
-			f.flushPending()
+			continue
 		}
-	}()
+		el, oif := f.inElements(a.server, a.natID, a.client, a.clientID)
+		if el == nil {
+			continue
+		}
+		in = append(in, *el)
+		keys = append(keys, keyOf(f.obj.greIn, el.Key))
+		if k := [4]byte(oif.Key); !seen[k] {
+			seen[k] = true
+			oifs = append(oifs, *oif)
+		}
+	}
+	for _, q := range []struct {
+		s   *nftables.Set
+		els []nftables.SetElement
+	}{{f.obj.lanOIF, oifs}, {f.obj.greIn, in}, {f.obj.greOut, out}} {
+		if len(q.els) == 0 {
+			continue
+		}
+		if err := c.SetAddElements(q.s, q.els); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
-// stopAdder stops the adder, if started. mu is not held.
-func (f *fastPath) stopAdder() {
-	if f.done == nil {
-		return
+// added records that the elements of keys went in. mu is held.
+func (f *fastPath) added(keys []fastKey) {
+	for _, k := range keys {
+		f.present[k] = struct{}{}
 	}
-	f.stop.Do(func() {
-		close(f.done)
-		<-f.stopped
-	})
-}
-
-// flushPending sends every pending addition, in batches of at most
-// maxAddBatch calls' elements. A failure marks the fast path for
-// rebuilding: those calls' GRE takes the ip table meanwhile.
-func (f *fastPath) flushPending() {
-	for f.flushSome() {
-	}
-}
-
-// flushSome sends one batch and reports whether more are pending. It holds
-// mu throughout: the batch goes on the Plane's socket, between the ip
-// table's.
-func (f *fastPath) flushSome() (more bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.pending) == 0 {
-		return false
-	}
-	batch := make(map[fastKey]pendingAdd, min(len(f.pending), maxAddBatch))
-	for k, a := range f.pending {
-		if len(batch) == maxAddBatch {
-			break
-		}
-		batch[k] = a
-		delete(f.pending, k)
-	}
-
-	// One message per set.
-	bySet := map[*nftables.Set][]nftables.SetElement{}
-	oifs := map[[4]byte]nftables.SetElement{}
-	for _, a := range batch {
-		bySet[a.set] = append(bySet[a.set], a.el)
-		if a.oif != nil {
-			oifs[[4]byte(a.oif.Key)] = *a.oif
-		}
-	}
-	for _, el := range oifs {
-		bySet[f.obj.lanOIF] = append(bySet[f.obj.lanOIF], el)
-	}
-	var err error
-	if f.adds == nil {
-		f.adds, err = newBatchRecorder()
-	}
-	if err == nil {
-		for s, els := range bySet {
-			err = errors.Join(err, f.adds.c.SetAddElements(s, els))
-		}
-	}
-	var msgs []netlink.Message
-	if f.adds != nil {
-		var terr error
-		msgs, terr = f.adds.take() // which drops the queue either way
-		err = errors.Join(err, terr)
-	}
-	if err == nil {
-		err = f.sendQuiet(msgs)
-	}
-	if err != nil {
-		f.dirty = true
-	} else {
-		for k := range batch {
-			f.present[k] = struct{}{}
-		}
-	}
-	return len(f.pending) > 0
 }
 
 // readLinks reads what the fast path depends on, now. It needs no lock:
@@ -329,10 +253,9 @@ func (f *fastPath) readLinks(wanAddr netip.Addr) (fastLinks, error) {
 func (f *fastPath) install(wanAddr netip.Addr) error {
 	o := f.obj
 	f.on, f.dirty, f.refill, f.routes = false, false, true, map[netip.Addr]route{}
-	// The caller adds its calls again. No addition is in flight: the adder
-	// holds mu while its batch is on its way, so none lands in the new
-	// table made for the old links, where no deletion would know of it.
-	clear(f.pending)
+	// The caller adds its calls again. No addition is in flight: a batch
+	// holds mu while it is on its way, so none lands in the new table made
+	// for the old links, where no deletion would know of it.
 	clear(f.present)
 	links, err := f.readLinks(wanAddr)
 	f.links = links

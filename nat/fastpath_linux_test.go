@@ -85,11 +85,7 @@ func (l *fastLab) addCall(t *testing.T) {
 	if err := l.p.AddOutbound(lanHostIP, serverIP, fastServerID); err != nil {
 		t.Fatal(err)
 	}
-	addPendingNow(l.p)
 }
-
-// addPendingNow does the adder's work now.
-func addPendingNow(p *Plane) { p.fast.flushPending() }
 
 // deleteCall deletes the lab's call both ways.
 func (l *fastLab) deleteCall(t *testing.T) {
@@ -678,10 +674,9 @@ func TestFastPathDelete(t *testing.T) {
 	}
 }
 
-// TestFastPathAdder: a call's fast path elements follow its ip table
-// elements by themselves, and a call deleted before they come never gets
-// them.
-func TestFastPathAdder(t *testing.T) {
+// TestFastPathElementsWithCall: a call's fast-path elements go in with its
+// ip table elements, in the same batch, and a deletion takes them out.
+func TestFastPathElementsWithCall(t *testing.T) {
 	l := newFastLab(t)
 	if err := l.p.AddInbound(serverIP, fastNATID, lanHostIP, fastClientID); err != nil {
 		t.Fatal(err)
@@ -689,16 +684,8 @@ func TestFastPathAdder(t *testing.T) {
 	if err := l.p.AddOutbound(lanHostIP, serverIP, fastServerID); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		e := l.elements(t)
-		if len(e["netdev gre_in"]) == 1 && len(e["netdev gre_out"]) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("2 s after the adds, elements: %v", e)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if diff := cmp.Diff(callElements(true), l.elements(t)); diff != "" {
+		t.Fatalf("elements once the call's additions returned (-want +got):\n%s", diff)
 	}
 	l.sendIn(t, greV1(fastNATID, 1, "in"))
 	if c := l.counts(t); c.FastIn.Packets != 1 {
@@ -706,8 +693,7 @@ func TestFastPathAdder(t *testing.T) {
 	}
 	l.deleteCall(t)
 
-	// Calls added and deleted at once, whether or not the adder got to
-	// them in between, leave nothing behind in either table.
+	// Calls added and deleted leave nothing behind in either table.
 	for i := range 200 {
 		if err := l.p.AddInbound(serverIP, uint16(100+i), lanHostIP, fastClientID); err != nil {
 			t.Fatal(err)
@@ -722,7 +708,6 @@ func TestFastPathAdder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addPendingNow(l.p)
 	want := map[string][]string{"netdev gre_in": {}, "netdev gre_out": {}, "ip gre_in": {}, "ip gre_out": {}}
 	if diff := cmp.Diff(want, l.elements(t)); diff != "" {
 		t.Errorf("elements after 200 calls added and deleted (-want +got):\n%s", diff)
@@ -738,7 +723,6 @@ func TestFastPathAdder(t *testing.T) {
 	if err := l.p.AddOutbound(far, serverIP, 900); err != nil {
 		t.Fatal(err)
 	}
-	addPendingNow(l.p)
 	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 0 || len(e["ip gre_in"]) != 1 {
 		t.Errorf("elements for a client off the LAN: %v; want it in the ip table only", e)
 	}
@@ -761,7 +745,6 @@ func TestFastPathAdder(t *testing.T) {
 	if err := l.p.AddOutbound(wanAddr, serverIP, 901); err != nil {
 		t.Fatal(err)
 	}
-	addPendingNow(l.p)
 	if e := l.elements(t); len(e["netdev gre_in"]) != 0 || len(e["netdev gre_out"]) != 0 || len(e["ip gre_in"]) != 1 {
 		t.Errorf("elements for the router's own call: %v; want it in the ip table only", e)
 	}
@@ -823,17 +806,47 @@ func TestFastPathAbsentLAN(t *testing.T) {
 	}
 }
 
-// TestFastPathRebuildWaitsForAdder: a rebuild waits for the adder's batch
+// TestFastPathRefusedAddition: when the kernel refuses a batch because of
+// the fast path (its table deleted behind the Plane's back), the call's ip
+// table elements go in all the same, and the fast path is marked for
+// rebuilding; once rebuilt, the call added again takes it.
+func TestFastPathRefusedAddition(t *testing.T) {
+	l := newFastLab(t)
+	nftStdout(t, l.rtr, "delete", "table", "netdev", "pptp_alg")
+	if err := l.p.AddInbound(serverIP, fastNATID, lanHostIP, fastClientID); err != nil {
+		t.Fatalf("AddInbound with the netdev table gone: %v", err)
+	}
+	if err := l.p.AddOutbound(lanHostIP, serverIP, fastServerID); err != nil {
+		t.Fatalf("AddOutbound with the netdev table gone: %v", err)
+	}
+	for _, set := range []string{"map ip pptp_alg gre_in", "set ip pptp_alg gre_out"} {
+		if got := nftStdout(t, l.rtr, append([]string{"list"}, strings.Fields(set)...)...); !strings.Contains(got, "counter packets") {
+			t.Fatalf("%s with the netdev table gone:\n%s\nwant the call's element", set, got)
+		}
+	}
+	if !l.p.FastPathStale() {
+		t.Fatal("the fast path not marked for rebuilding after a refused batch")
+	}
+	if rebuilt, err := l.p.CheckFastPath(); err != nil || !rebuilt {
+		t.Fatalf("CheckFastPath() = %v, %v; want true, nil", rebuilt, err)
+	}
+	l.addCall(t)
+	if diff := cmp.Diff(callElements(true), l.elements(t)); diff != "" {
+		t.Errorf("elements after the rebuild and the call added again (-want +got):\n%s", diff)
+	}
+}
+
+// TestFastPathRebuildWaitsForBatch: a rebuild waits for an element batch
 // in flight, which holds the Plane's mutex while it goes to the kernel. Had
 // it not, the batch, made for the old links, could land in the new table
 // with nobody knowing, and no deletion would take it out: a later call
 // given the same NAT call ID would have its GRE sent to the earlier call's
 // client (seen in TestFaultWANChange, where the WAN address changed and
 // rebuilt the fast path twice within 10 ms).
-func TestFastPathRebuildWaitsForAdder(t *testing.T) {
+func TestFastPathRebuildWaitsForBatch(t *testing.T) {
 	l := newFastLab(t)
 	p := l.p
-	p.mu.Lock()         // as the adder does, with a batch on its way to the kernel
+	p.mu.Lock()         // as sendAdditions does, with a batch on its way to the kernel
 	p.fast.dirty = true // the next check rebuilds
 	done := make(chan error, 1)
 	go func() {

@@ -43,19 +43,6 @@ func (p *Plane) queueAddition(a *addition) error {
 	return p.queue(true, p.obj.greOut, nftables.SetElement{Key: outKey(a.client, a.server, a.serverID)})
 }
 
-// added does what follows an addition that went in. p.mu is held.
-func (p *Plane) added(a *addition) {
-	if a.inbound {
-		if in, oif := p.fast.inElements(a.server, a.natID, a.client, a.clientID); in != nil {
-			p.fast.deferAdd(p.fast.obj.greIn, *in, oif)
-		}
-		return
-	}
-	if out := p.fast.outElement(a.client, a.server, a.serverID); out != nil {
-		p.fast.deferAdd(p.fast.obj.greOut, *out, nil)
-	}
-}
-
 // maxAdditions bounds a batch, and so the memory its messages take, when
 // thousands of calls are set up at once; the rest go in the next.
 const maxAdditions = 256
@@ -184,12 +171,54 @@ func additionError(ad Addition, err error) error {
 	return fmt.Errorf("nat: add inbound %v/%d: %w", ad.Server, ad.NATID, err)
 }
 
-// sendAdditions sends the additions as one batch. A batch stands or falls
-// whole, so if the kernel refuses it, each addition is sent again alone for
+// sendAdditions sends the additions as one batch, with their fast-path
+// elements: one commit for both tables. A batch stands or falls whole. If
+// the kernel refuses it, the ip table's elements go again without the fast
+// path's, which is rebuilt at the next check (its table may be gone, or out
+// of step); if it refuses those too, each addition is sent again alone for
 // its own answer.
 func (p *Plane) sendAdditions(batch []*addition) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	queued := p.queueAdditions(batch)
+	if queued == 0 {
+		return
+	}
+	fast, ferr := p.fast.queueAdditions(p.elements.c, batch)
+	err := ferr
+	if ferr == nil {
+		err = p.sendQueued()
+	} else {
+		p.elements.take() // drops the queue
+	}
+	if err != nil && (fast != nil || ferr != nil) {
+		p.fast.dirty = true
+		fast = nil
+		if queued = p.queueAdditions(batch); queued == 0 {
+			return
+		}
+		err = p.sendQueued()
+	}
+	if err == nil {
+		p.fast.added(fast)
+		return
+	}
+	for _, a := range batch {
+		switch {
+		case !a.queued:
+		case queued == 1:
+			a.err = err
+		default:
+			if a.err = p.queueAddition(a); a.err == nil {
+				a.err = p.sendQueued()
+			}
+		}
+	}
+}
+
+// queueAdditions queues the ip table's elements of the additions, and
+// returns how many it queued. p.mu is held.
+func (p *Plane) queueAdditions(batch []*addition) int {
 	queued := 0
 	for _, a := range batch {
 		a.err = p.queueAddition(a)
@@ -197,24 +226,5 @@ func (p *Plane) sendAdditions(batch []*addition) {
 			queued++
 		}
 	}
-	if queued == 0 {
-		return
-	}
-	err := p.sendQueued()
-	for _, a := range batch {
-		switch {
-		case !a.queued:
-		case err == nil:
-			p.added(a)
-		case queued == 1:
-			a.err = err
-		default:
-			if a.err = p.queueAddition(a); a.err == nil {
-				a.err = p.sendQueued()
-			}
-			if a.err == nil {
-				p.added(a)
-			}
-		}
-	}
+	return queued
 }

@@ -197,7 +197,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	}
 	p := &Plane{opts: opts, conn: conn, lost: make(chan struct{}, 1), elements: elements, cfg: cfg, obj: newObjects(cfg),
 		dump: dumper{netns: conn.NetNS}, route: openRouting(conn.NetNS, cfg)}
-	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, p.sendBatch, p.sendQuiet)
+	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, p.sendBatch)
 	// The route first: tproxied packets are marked from the moment the
 	// table is in. The redirect needs none, and an earlier tproxy run's
 	// goes: with no policy rule, the kernel keeps its fast route lookup
@@ -218,9 +218,6 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 		return nil, fmt.Errorf("nat: open table ip %s: %w", cfg.Table, err)
 	}
 	p.fast.refill = false // nothing to add yet
-	if cfg.FastPath {
-		p.fast.startAdder()
-	}
 	return p, nil
 }
 
@@ -294,7 +291,6 @@ func fromKernel(err error) bool {
 // Close deletes the table and closes the socket. A table that is already
 // gone is not an error. The Plane must not be used after Close.
 func (p *Plane) Close() error {
-	p.fast.stopAdder() // it may be waiting for p.mu
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var ferr error
@@ -467,7 +463,7 @@ func (p *Plane) deleteInbound(server netip.Addr, natID uint16) error {
 	el := nftables.SetElement{Key: inKey(s, natID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.element(false, p.obj.greIn, el, p.fast.obj.greIn, p.fast.deletion(p.fast.obj.greIn, el.Key))
+	return p.deleteElement(p.obj.greIn, el, p.fast.obj.greIn, p.fast.deletion(p.fast.obj.greIn, el.Key))
 }
 
 // AddOutbound lets client send GRE to server carrying serverID:
@@ -512,7 +508,7 @@ func (p *Plane) deleteOutbound(client, server netip.Addr, serverID uint16) error
 	call := nftables.SetElement{Key: inKey(s, serverID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	err = p.element(false, p.obj.greOut, el, p.fast.obj.greOut, p.fast.deletion(p.fast.obj.greOut, el.Key))
+	err = p.deleteElement(p.obj.greOut, el, p.fast.obj.greOut, p.fast.deletion(p.fast.obj.greOut, el.Key))
 	// A batch of its own: one that is already gone (a flushed set) must
 	// not keep gre_out's element, nor gre_out's keep this one.
 	if qerr := p.queue(false, p.obj.greCalls, call); qerr != nil {
@@ -524,22 +520,21 @@ func (p *Plane) deleteOutbound(client, server netip.Addr, serverID uint16) error
 	return err
 }
 
-// element adds or deletes el in the ip table's set s, in one batch; a
-// deletion also deletes fastEl, unless nil, from the fast path's set fs,
-// first, so that no GRE takes the fast path once the ip table's element is
-// gone. (The fast path's additions come after, from the adder.) p.mu is
-// held.
+// deleteElement deletes el from the ip table's set s and fastEl, unless
+// nil, from the fast path's set fs, in one batch, the fast path's first, so
+// that no GRE takes the fast path once the ip table's element is gone.
+// (Additions go through sendAdditions.) p.mu is held.
 //
-// If a deletion's batch fails, the ip table's part is tried alone: a fast
-// path that lost its table or an element must not keep a call's mapping.
-// The fast path is then rebuilt at the next CheckFastPath.
-func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl *nftables.SetElement) error {
+// If the batch fails, the ip table's part is tried alone: a fast path that
+// lost its table or an element must not keep a call's mapping. The fast
+// path is then rebuilt at the next CheckFastPath.
+func (p *Plane) deleteElement(s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl *nftables.SetElement) error {
 	if fastEl != nil {
 		if err := p.queue(false, fs, *fastEl); err != nil {
 			return err
 		}
 	}
-	if err := p.queue(add, s, el); err != nil {
+	if err := p.queue(false, s, el); err != nil {
 		return err
 	}
 	err := p.sendQueued()
@@ -547,7 +542,7 @@ func (p *Plane) element(add bool, s *nftables.Set, el nftables.SetElement, fs *n
 		return err
 	}
 	p.fast.dirty = true
-	if err := p.queue(add, s, el); err != nil {
+	if err := p.queue(false, s, el); err != nil {
 		return err
 	}
 	return p.sendQueued()
