@@ -29,7 +29,8 @@ var replyTimeout = 5 * time.Second // tests shorten it
 type nftConn struct {
 	*nftables.Conn
 	sock *netlink.Conn
-	buf  []byte // sendQuiet's replies
+	buf  []byte // replies to batches
+	seq  uint32 // the last sequence number of an element batch (sendElements)
 }
 
 // dialNFT opens a lasting google/nftables Conn with opts.
@@ -61,24 +62,6 @@ func (c *nftConn) arm() {
 func (c *nftConn) Flush() error {
 	c.arm()
 	return c.Conn.Flush()
-}
-
-// sendQuiet is sendBatch asking the kernel to acknowledge only the last
-// message. The kernel reports a failed message whether asked or not, in
-// order, and the last message's acknowledgement comes after them all.
-// google/nftables asks for an acknowledgement of every message and reads
-// each with two system calls: a batch of 100 calls' elements took three
-// times as long.
-func (c *nftConn) sendQuiet(msgs []netlink.Message) error {
-	quiet := make([]netlink.Message, len(msgs))
-	for i, m := range msgs {
-		m.Header.Flags &^= netlink.Acknowledge
-		quiet[i] = m
-	}
-	if len(quiet) > 0 {
-		quiet[len(quiet)-1].Header.Flags |= netlink.Acknowledge
-	}
-	return c.sendBatch(quiet)
 }
 
 // readAcks reads the replies to a batch until the acknowledgement of its
@@ -131,7 +114,7 @@ func (c *nftConn) ListTableOfFamily(name string, family nftables.TableFamily) (*
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // sendBatch sends msgs, which google/nftables cannot put together itself
-// (recordBatch) or would acknowledge message by message (sendQuiet), as one
+// (recordBatch), as one
 // nf_tables transaction on the lasting socket, and reads the replies up to
 // the last message's acknowledgement (readAcks), so the socket stays in
 // step after an errno from the kernel. The last message must ask for one.

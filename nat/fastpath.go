@@ -163,11 +163,11 @@ func (f *fastPath) deletion(s *nftables.Set, key []byte) *nftables.SetElement {
 	return &nftables.SetElement{Key: key}
 }
 
-// queueAdditions queues on c, after the ip table's elements of the same
+// queueAdditions queues on b, after the ip table's elements of the same
 // batch, the fast path's elements of the additions that were queued: one
 // message per set. It returns their keys, for added once the batch went
 // in; nil if it queued none. mu is held.
-func (f *fastPath) queueAdditions(c *nftables.Conn, as []*addition) ([]fastKey, error) {
+func (f *fastPath) queueAdditions(b *elementBatch, as []*addition) ([]fastKey, error) {
 	if !f.on {
 		return nil, nil
 	}
@@ -203,7 +203,7 @@ func (f *fastPath) queueAdditions(c *nftables.Conn, as []*addition) ([]fastKey, 
 		if len(q.els) == 0 {
 			continue
 		}
-		if err := c.SetAddElements(q.s, q.els); err != nil {
+		if err := b.queue(true, q.s, q.els); err != nil {
 			return nil, err
 		}
 	}

@@ -184,12 +184,12 @@ func (p *Plane) sendAdditions(batch []*addition) {
 	if queued == 0 {
 		return
 	}
-	fast, ferr := p.fast.queueAdditions(p.elements.c, batch)
+	fast, ferr := p.fast.queueAdditions(&p.elements, batch)
 	err := ferr
 	if ferr == nil {
 		err = p.sendQueued()
 	} else {
-		p.elements.take() // drops the queue
+		p.elements.reset()
 	}
 	if err != nil && (fast != nil || ferr != nil) {
 		p.fast.dirty = true

@@ -159,9 +159,9 @@ type Plane struct {
 	opts []nftables.ConnOption // to open the socket again after a fault
 	conn *nftConn
 	lost chan struct{} // see Lost
-	// elements records the element batches (queue), which sendQueued
+	// elements is the element batch that queue fills and sendQueued
 	// sends on conn's socket.
-	elements *batchRecorder
+	elements elementBatch
 	cfg      Config
 	obj      objects
 	dump     dumper // for Counters
@@ -190,12 +190,7 @@ func Open(cfg Config, opts ...nftables.ConnOption) (*Plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nat: open: %w", err)
 	}
-	elements, err := newBatchRecorder()
-	if err != nil {
-		_ = conn.CloseLasting()
-		return nil, fmt.Errorf("nat: open: %w", err)
-	}
-	p := &Plane{opts: opts, conn: conn, lost: make(chan struct{}, 1), elements: elements, cfg: cfg, obj: newObjects(cfg),
+	p := &Plane{opts: opts, conn: conn, lost: make(chan struct{}, 1), cfg: cfg, obj: newObjects(cfg),
 		dump: dumper{netns: conn.NetNS}, route: openRouting(conn.NetNS, cfg)}
 	p.fast = newFastPath(cfg, &p.mu, conn.NetNS, p.sendBatch)
 	// The route first: tproxied packets are marked from the moment the
@@ -550,24 +545,11 @@ func (p *Plane) deleteElement(s *nftables.Set, el nftables.SetElement, fs *nftab
 
 // queue queues el's addition to or deletion from s, for sendQueued.
 func (p *Plane) queue(add bool, s *nftables.Set, el nftables.SetElement) error {
-	if add {
-		return p.elements.c.SetAddElements(s, []nftables.SetElement{el})
-	}
-	return p.elements.c.SetDeleteElements(s, []nftables.SetElement{el})
+	return p.elements.queue(add, s, []nftables.SetElement{el})
 }
 
 // sendQueued sends what queue queued as one transaction on the lasting
-// socket, acknowledged once (sendQuiet).
+// socket (nftConn.sendElements). p.mu is held.
 func (p *Plane) sendQueued() error {
-	msgs, err := p.elements.take()
-	if err != nil {
-		return err
-	}
-	return p.sendQuiet(msgs)
-}
-
-// sendQuiet sends an element batch on the lasting socket, acknowledged
-// once (nftConn.sendQuiet). p.mu is held.
-func (p *Plane) sendQuiet(msgs []netlink.Message) error {
-	return p.settle(p.conn.sendQuiet(msgs))
+	return p.settle(p.conn.sendElements(&p.elements))
 }
