@@ -506,20 +506,48 @@ func (t *Table) Expire(idle time.Duration, traffic func(CallInfo) Traffic) int {
 }
 
 // Reinstall writes every call's data-plane entries again, after the kernel
-// state was lost (a flushed ruleset, a firewall reload).
+// state was lost (a flushed ruleset, a firewall reload): in batches of
+// reinstallBatch additions if the data plane makes several at once.
 func (t *Table) Reinstall() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var errs []error
+	adds := make([]Addition, 0, len(t.calls))
 	for _, c := range t.calls {
-		if err := t.dp.AddInbound(c.Server, c.NATCallID, c.Client, c.ClientCallID); err != nil {
-			errs = append(errs, err)
-		}
+		adds = append(adds, Addition{Server: c.Server, NATID: c.NATCallID, Client: c.Client, ClientID: c.ClientCallID})
 		if c.Established {
-			if err := t.dp.AddOutbound(c.Client, c.Server, c.ServerCallID); err != nil {
+			adds = append(adds, Addition{Outbound: true, Client: c.Client, Server: c.Server, ServerID: c.ServerCallID})
+		}
+	}
+	var errs []error
+	for len(adds) > 0 {
+		n := min(len(adds), reinstallBatch)
+		for _, err := range addMany(t.dp, adds[:n]) {
+			if err != nil {
 				errs = append(errs, err)
 			}
 		}
+		adds = adds[n:]
 	}
 	return errors.Join(errs...)
+}
+
+// reinstallBatch bounds one batch of Reinstall: the kernel takes a batch in
+// one message buffer, and 10,000 calls' worth would not fit.
+const reinstallBatch = 256
+
+// addMany makes adds, as one kernel transaction if dp can, else one after
+// another, and returns each one's error.
+func addMany(dp DataPlane, adds []Addition) []error {
+	if m, ok := dp.(MultiAdder); ok {
+		return m.AddMany(adds)
+	}
+	errs := make([]error, len(adds))
+	for i, a := range adds {
+		if a.Outbound {
+			errs[i] = dp.AddOutbound(a.Client, a.Server, a.ServerID)
+		} else {
+			errs[i] = dp.AddInbound(a.Server, a.NATID, a.Client, a.ClientID)
+		}
+	}
+	return errs
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -507,5 +508,47 @@ func TestSessionOf(t *testing.T) {
 	}
 	if s, _ := tab.SessionOf(server, natA); s != a {
 		t.Errorf("SessionOf(A's call) = %p, want A's session", s)
+	}
+}
+
+// TestReinstallBatches: Reinstall writes every call's halves again, an
+// established call's both and a call still waiting for its reply its
+// inbound half only, in batches of at most reinstallBatch additions when
+// the data plane makes several at once.
+func TestReinstallBatches(t *testing.T) {
+	dp := newFakePlane()
+	tab := NewTable(dp, Limits{ConnsPerClient: 16, CallsPerClient: 1000, Calls: 1000}, nil)
+	s, err := tab.OpenSession(hostA, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const established, waiting = 300, 5
+	for i := range uint16(established) {
+		dial(t, s, i+1, 1000+i)
+	}
+	for i := range uint16(waiting) {
+		if fwd, _, err := s.fromClient(ocrq(500 + i)); err != nil || !fwd {
+			t.Fatalf("OCRQ %d: forward=%v err=%v", 500+i, fwd, err)
+		}
+	}
+	dp.mu.Lock()
+	clear(dp.in)
+	clear(dp.out)
+	dp.many = nil
+	dp.mu.Unlock()
+
+	if err := tab.Reinstall(); err != nil {
+		t.Fatal(err)
+	}
+	if in, out := dp.sizes(); in != established+waiting || out != established {
+		t.Errorf("after Reinstall: %d inbound, %d outbound; want %d, %d", in, out, established+waiting, established)
+	}
+	total := 2*established + waiting
+	var sizes []int
+	for _, b := range dp.many {
+		sizes = append(sizes, len(b))
+	}
+	if want := (total + reinstallBatch - 1) / reinstallBatch; len(sizes) != want || (len(sizes) > 0 && slices.Max(sizes) > reinstallBatch) {
+		t.Errorf("AddMany batches of %v additions; want %d of at most %d", sizes, want, reinstallBatch)
 	}
 }

@@ -50,22 +50,11 @@ func (w *waiting) added(s *Session, err error) {
 // addAll makes the additions of ws: as one kernel transaction if the data
 // plane can, else one after another.
 func (s *Session) addAll(ws ...*waiting) {
-	m, ok := s.t.dp.(MultiAdder)
-	if !ok {
-		for _, w := range ws {
-			if w.outbound {
-				w.err = s.addOutbound(w.c, w.key)
-			} else {
-				w.err = s.addInbound(w.c)
-			}
-		}
-		return
-	}
 	adds := make([]Addition, len(ws))
 	for i, w := range ws {
 		adds[i] = w.addition(s)
 	}
-	for i, err := range m.AddMany(adds) {
+	for i, err := range addMany(s.t.dp, adds) {
 		ws[i].added(s, err)
 	}
 }
