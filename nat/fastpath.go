@@ -178,14 +178,14 @@ func (f *fastPath) queueAdditions(b *elementBatch, as []*addition) ([]fastKey, e
 		if !a.queued {
 			continue
 		}
-		if !a.inbound {
-			if el := f.outElement(a.client, a.server, a.serverID); el != nil {
+		if a.Outbound {
+			if el := f.outElement(a.Client, a.Server, a.ServerID); el != nil {
 				out = append(out, *el)
 				keys = append(keys, keyOf(f.obj.greOut, el.Key))
 			}
 			continue
 		}
-		el, oif := f.inElements(a.server, a.natID, a.client, a.clientID)
+		el, oif := f.inElements(a.Server, a.NATID, a.Client, a.ClientID)
 		if el == nil {
 			continue
 		}

@@ -15,32 +15,28 @@ import (
 // meanwhile wait, and the first of them sends the next batch. Alone, a
 // caller sends its own batch at once, as before.
 
-// addition is one caller's AddInbound or AddOutbound, waiting for a batch.
+// addition is one caller's Addition, waiting for a batch.
 type addition struct {
-	inbound        bool
-	server, client netip.Addr // IPv4
-	natID          uint16     // inbound
-	clientID       uint16     // inbound
-	serverID       uint16     // outbound
-	err            error
-	queued         bool          // in the batch being sent
-	first          bool          // its caller's first: a batch never splits a caller's
-	lead           bool          // woken to send the next batch
-	wake           chan struct{} // for a caller that waits: closed when err is set, or lead
+	Addition // its addresses IPv4 (newAddition)
+	err      error
+	queued   bool          // in the batch being sent
+	first    bool          // its caller's first: a batch never splits a caller's
+	lead     bool          // woken to send the next batch
+	wake     chan struct{} // for a caller that waits: closed when err is set, or lead
 }
 
 // queue queues the addition's elements on p.conn. p.mu is held.
 func (p *Plane) queueAddition(a *addition) error {
-	if a.inbound {
-		return p.queue(true, p.obj.greIn, nftables.SetElement{Key: inKey(a.server, a.natID), Val: inValue(a.client, a.clientID)})
+	if !a.Outbound {
+		return p.queue(true, p.obj.greIn, nftables.SetElement{Key: inKey(a.Server, a.NATID), Val: inValue(a.Client, a.ClientID)})
 	}
 	// gre_calls first, in the same batch: no moment in which another LAN
 	// host could pass for the call's client. Adding it again (when the
 	// caller adds its calls again) changes nothing.
-	if err := p.queue(true, p.obj.greCalls, nftables.SetElement{Key: inKey(a.server, a.serverID)}); err != nil {
+	if err := p.queue(true, p.obj.greCalls, nftables.SetElement{Key: inKey(a.Server, a.ServerID)}); err != nil {
 		return err
 	}
-	return p.queue(true, p.obj.greOut, nftables.SetElement{Key: outKey(a.client, a.server, a.serverID)})
+	return p.queue(true, p.obj.greOut, nftables.SetElement{Key: outKey(a.Client, a.Server, a.ServerID)})
 }
 
 // maxAdditions bounds a batch, and so the memory its messages take, when
@@ -158,10 +154,8 @@ func newAddition(ad Addition) (*addition, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ad.Outbound {
-		return &addition{server: s, client: c, serverID: ad.ServerID}, nil
-	}
-	return &addition{inbound: true, server: s, natID: ad.NATID, client: c, clientID: ad.ClientID}, nil
+	ad.Server, ad.Client = s, c
+	return &addition{Addition: ad}, nil
 }
 
 func additionError(ad Addition, err error) error {

@@ -70,7 +70,7 @@ func TestRefusedAdditionAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := func(natID uint16, client netip.Addr, clientID uint16) *addition {
-		return &addition{inbound: true, server: serverIP, natID: natID, client: client, clientID: clientID}
+		return &addition{Addition: Addition{Server: serverIP, NATID: natID, Client: client, ClientID: clientID}}
 	}
 	other := netip.MustParseAddr("10.200.1.9")
 	batch := []*addition{in(6, lanHostIP, 8), in(5, other, 7), in(9, lanHostIP, 10)}
