@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -12,7 +13,10 @@ import (
 
 // TestAdditionsShareBatches adds calls from many goroutines at once: each
 // gets its own answer, every element is in, and the calls took fewer
-// batches than additions.
+// batches than additions. The first batch is held back (the Plane's lock
+// taken, as a batch in flight holds it) until the other goroutines' first
+// additions wait behind it: a batch now takes less time than starting a
+// goroutine, so without that they might never meet.
 func TestAdditionsShareBatches(t *testing.T) {
 	requireKernel(t)
 	requireNft(t)
@@ -25,6 +29,7 @@ func TestAdditionsShareBatches(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	const workers, calls = 32, 8
 	var wg sync.WaitGroup
+	p.mu.Lock()
 	for w := range workers {
 		wg.Go(func() {
 			client := netip.AddrFrom4([4]byte{10, 200, 1, byte(2 + w)})
@@ -39,6 +44,19 @@ func TestAdditionsShareBatches(t *testing.T) {
 			}
 		})
 	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		p.adds.mu.Lock()
+		n := len(p.adds.waiting)
+		p.adds.mu.Unlock()
+		if n == workers-1 {
+			break
+		}
+		if time.Now().After(end) {
+			p.mu.Unlock()
+			t.Fatalf("%d additions wait behind the first after 5 s; want %d", n, workers-1)
+		}
+	}
+	p.mu.Unlock()
 	wg.Wait()
 	v := viewTable(t, ns, DefaultTable)
 	if len(v.Sets["gre_in"]) != workers*calls || len(v.Sets["gre_out"]) != workers*calls {
