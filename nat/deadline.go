@@ -114,10 +114,9 @@ func (c *nftConn) ListTableOfFamily(name string, family nftables.TableFamily) (*
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // sendBatch sends msgs, which google/nftables cannot put together itself
-// (recordBatch), as one
-// nf_tables transaction on the lasting socket, and reads the replies up to
-// the last message's acknowledgement (readAcks), so the socket stays in
-// step after an errno from the kernel. The last message must ask for one.
+// (recordBatch), as one nf_tables transaction on the lasting socket, and
+// reads the replies up to the last message's acknowledgement (readAcks), so
+// the socket stays in step after an errno from the kernel. The last message must ask for one.
 // The first errno is returned. A table owned by this socket can only be
 // changed through it.
 func (c *nftConn) sendBatch(msgs []netlink.Message) error {
@@ -143,8 +142,14 @@ func (c *nftConn) sendBatch(msgs []netlink.Message) error {
 		_, err := c.sock.Receive()
 		return err
 	}
+	return c.readReplies(raw, sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence)
+}
+
+// readReplies reads a batch's replies on raw up to the acknowledgement of
+// its message last (readAcks), into the Conn's buffer.
+func (c *nftConn) readReplies(raw syscall.RawConn, begin, last uint32) error {
 	if c.buf == nil {
 		c.buf = make([]byte, 16<<10) // an error echoes its message: a few hundred bytes
 	}
-	return readAcks(raw, c.buf, sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence)
+	return readAcks(raw, c.buf, begin, last)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/google/nftables"
@@ -117,11 +118,12 @@ func appendMsgHeader(b []byte, typ int, flags netlink.HeaderFlags) []byte {
 	return binary.NativeEndian.AppendUint32(b, 0)
 }
 
-// appendBatchMsg appends a batch's begin or end message (batchMsg).
+// appendBatchMsg appends a batch's begin or end message, batchMsg.
 func appendBatchMsg(b []byte, typ int) []byte {
-	b = appendMsgHeader(b, typ, netlink.Request)
-	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES)
-	binary.NativeEndian.PutUint32(b[len(b)-unix.NLMSG_HDRLEN-4:], unix.NLMSG_HDRLEN+4)
+	m := batchMsg(typ)
+	at := len(b)
+	b = append(appendMsgHeader(b, typ, m.Header.Flags), m.Data...)
+	binary.NativeEndian.PutUint32(b[at:], uint32(len(b)-at))
 	return b
 }
 
@@ -170,30 +172,43 @@ func (c *nftConn) sendElements(b *elementBatch) error {
 	if serr != nil {
 		return os.NewSyscallError("sendto", serr)
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, 16<<10) // an error echoes its message: a few hundred bytes
-	}
-	return readAcks(raw, c.buf, begin, last)
+	return c.readReplies(raw, begin, last)
 }
 
 // sendElementsByMessage hands the batch's messages one by one to a test's
 // stand-in for the kernel (nftables.WithTestDial), which has no descriptor
 // and answers a receive with one acknowledgement.
 func (c *nftConn) sendElementsByMessage(batch []byte) error {
-	var msgs []netlink.Message
-	for len(batch) > 0 {
-		n := int(binary.NativeEndian.Uint32(batch))
-		var m netlink.Message
-		if err := m.UnmarshalBinary(batch[:n]); err != nil {
-			return err
-		}
-		m.Data = bytes.Clone(m.Data) // the batch's buffer is reused
-		msgs = append(msgs, m)
-		batch = batch[n:]
+	msgs, err := splitBatch(batch)
+	if err != nil {
+		return err
 	}
 	if _, err := c.sock.SendMessages(msgs); err != nil {
 		return err
 	}
-	_, err := c.sock.Receive()
+	_, err = c.sock.Receive()
 	return err
+}
+
+// splitBatch parses a framed batch into its messages, each with a copy of
+// its data: the batch's buffer is reused.
+func splitBatch(b []byte) ([]netlink.Message, error) {
+	var msgs []netlink.Message
+	for len(b) > 0 {
+		if len(b) < unix.NLMSG_HDRLEN {
+			return nil, errors.New("nat: element batch: short message")
+		}
+		n := int(binary.NativeEndian.Uint32(b))
+		if n < unix.NLMSG_HDRLEN || n > len(b) {
+			return nil, fmt.Errorf("nat: element batch: message length %d of %d bytes left", n, len(b))
+		}
+		var m netlink.Message
+		if err := m.UnmarshalBinary(b[:n]); err != nil {
+			return nil, err
+		}
+		m.Data = bytes.Clone(m.Data)
+		msgs = append(msgs, m)
+		b = b[n:]
+	}
+	return msgs, nil
 }

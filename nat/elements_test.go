@@ -111,21 +111,18 @@ func TestElementBatchFrame(t *testing.T) {
 	}
 }
 
-// splitMessages parses a batch as the kernel would read it.
+// splitMessages parses a batch as the kernel would read it, each message
+// padded to a whole number of words.
 func splitMessages(t *testing.T, b []byte) []netlink.Message {
 	t.Helper()
-	var msgs []netlink.Message
-	for len(b) > 0 {
-		n := int(binary.NativeEndian.Uint32(b))
-		if n < unix.NLMSG_HDRLEN || n > len(b) || n%unix.NLMSG_ALIGNTO != 0 {
-			t.Fatalf("message length %d of %d bytes left", n, len(b))
+	msgs, err := splitBatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		if m.Header.Length%unix.NLMSG_ALIGNTO != 0 {
+			t.Fatalf("message %d: length %d", i, m.Header.Length)
 		}
-		var m netlink.Message
-		if err := m.UnmarshalBinary(b[:n]); err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, m)
-		b = b[n:]
 	}
 	return msgs
 }

@@ -458,7 +458,7 @@ func (p *Plane) deleteInbound(server netip.Addr, natID uint16) error {
 	el := nftables.SetElement{Key: inKey(s, natID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.deleteElement(p.obj.greIn, el, p.fast.obj.greIn, p.fast.deletion(p.fast.obj.greIn, el.Key))
+	return p.deleteElement(p.obj.greIn, p.fast.obj.greIn, el)
 }
 
 // AddOutbound lets client send GRE to server carrying serverID:
@@ -503,7 +503,7 @@ func (p *Plane) deleteOutbound(client, server netip.Addr, serverID uint16) error
 	call := nftables.SetElement{Key: inKey(s, serverID)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	err = p.deleteElement(p.obj.greOut, el, p.fast.obj.greOut, p.fast.deletion(p.fast.obj.greOut, el.Key))
+	err = p.deleteElement(p.obj.greOut, p.fast.obj.greOut, el)
 	// A batch of its own: one that is already gone (a flushed set) must
 	// not keep gre_out's element, nor gre_out's keep this one.
 	if qerr := p.queue(false, p.obj.greCalls, call); qerr != nil {
@@ -515,15 +515,16 @@ func (p *Plane) deleteOutbound(client, server netip.Addr, serverID uint16) error
 	return err
 }
 
-// deleteElement deletes el from the ip table's set s and fastEl, unless
-// nil, from the fast path's set fs, in one batch, the fast path's first, so
-// that no GRE takes the fast path once the ip table's element is gone.
-// (Additions go through sendAdditions.) p.mu is held.
+// deleteElement deletes el from the ip table's set s and, if the fast
+// path holds it, from its counterpart fs there, in one batch, the fast
+// path's first, so that no GRE takes the fast path once the ip table's
+// element is gone. (Additions go through sendAdditions.) p.mu is held.
 //
 // If the batch fails, the ip table's part is tried alone: a fast path that
 // lost its table or an element must not keep a call's mapping. The fast
 // path is then rebuilt at the next CheckFastPath.
-func (p *Plane) deleteElement(s *nftables.Set, el nftables.SetElement, fs *nftables.Set, fastEl *nftables.SetElement) error {
+func (p *Plane) deleteElement(s, fs *nftables.Set, el nftables.SetElement) error {
+	fastEl := p.fast.deletion(fs, el.Key)
 	if fastEl != nil {
 		if err := p.queue(false, fs, *fastEl); err != nil {
 			return err
