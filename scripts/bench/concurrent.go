@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"time"
 
 	"github.com/pptp-alg/pptp-alg/alg"
@@ -17,6 +19,48 @@ import (
 type concurrentResult struct {
 	latency []time.Duration // every call, each from its request's write to its reply
 	rates   []float64       // calls a second, per round
+	// CPU time in each round's timed part, divided by the calls: of the
+	// whole lab (labCPU), and of pptp-alg's daemon, all its threads.
+	labCPU, daemonCPU []time.Duration
+}
+
+// labTimes is what the lab's tasks have spent on a CPU so far: the bench,
+// whose goroutines are the clients and the server; the ksoftirqd threads,
+// which forward what softirq leaves to them (the helper's work otherwise
+// runs in the task a packet interrupts, so in the bench's time); and the
+// daemon, if there is one.
+type labTimes struct {
+	bench, daemon map[int]taskSched
+	softirqd      time.Duration
+}
+
+func (r *rig) labCPU() (labTimes, error) {
+	var t labTimes
+	var err error
+	if t.bench, err = taskScheds(os.Getpid()); err != nil {
+		return t, err
+	}
+	if r.daemonPID != 0 {
+		if t.daemon, err = taskScheds(r.daemonPID); err != nil {
+			return t, err
+		}
+	}
+	for cpu := range runtime.NumCPU() {
+		t.softirqd += softirqdCPU(cpu)
+	}
+	return t, nil
+}
+
+// total sums the times of every task; subtract two totals for the time in
+// between (threads that exit take theirs along, which Go's do not).
+func (t labTimes) total() time.Duration {
+	sum := t.softirqd
+	for _, m := range []map[int]taskSched{t.bench, t.daemon} {
+		for _, s := range m {
+			sum += s.cpu
+		}
+	}
+	return sum
 }
 
 // concurrentSection runs opt.concurrentRounds rounds; in each, the helper
@@ -61,6 +105,10 @@ func (b *bench) concurrentRound(ctx context.Context, s setup) error {
 	for i := range ids {
 		ids[i] = uint16(i + 1)
 	}
+	cpu0, err := r.labCPU()
+	if err != nil {
+		return err
+	}
 	lat := make([][]time.Duration, n)
 	ready := make(chan struct{})
 	var start time.Time
@@ -78,11 +126,20 @@ func (b *bench) concurrentRound(ctx context.Context, s setup) error {
 		return fmt.Errorf("set up: %w", err)
 	}
 	wall := time.Since(start)
+	cpu1, err := r.labCPU()
+	if err != nil {
+		return err
+	}
+	calls := time.Duration(n * k)
 	res := &b.res.concurrent[s]
 	for _, l := range lat {
 		res.latency = append(res.latency, l...)
 	}
 	res.rates = append(res.rates, float64(n*k)/wall.Seconds())
+	res.labCPU = append(res.labCPU, (cpu1.total()-cpu0.total())/calls)
+	if r.daemonPID != 0 {
+		res.daemonCPU = append(res.daemonCPU, schedSince(cpu0.daemon, cpu1.daemon).cpu/calls)
+	}
 	if err := parallel(ctx, n, n, func(i int) error { return conns[i].clear(ids, len(ids)) }); err != nil {
 		return fmt.Errorf("tear down: %w", err)
 	}

@@ -112,7 +112,7 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	if err := sleep(ctx, settle); err != nil {
 		return res, err
 	}
-	runs0, err := taskRuns(r.daemonPID)
+	sched0, err := taskScheds(r.daemonPID)
 	if err != nil {
 		return res, err
 	}
@@ -128,7 +128,7 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	if err := sleep(ctx, window); err != nil {
 		return res, err
 	}
-	runs1, err := taskRuns(r.daemonPID)
+	sched1, err := taskScheds(r.daemonPID)
 	if err != nil {
 		return res, err
 	}
@@ -141,9 +141,7 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 		return res, err
 	}
 	res.window = time.Since(start)
-	for tid, n := range runs1 {
-		res.runs += n - runs0[tid] // a thread born in the window starts from 0
-	}
+	res.runs = schedSince(sched0, sched1).runs
 	res.cpu = st1.CPU - st0.CPU
 	res.sockets = map[string]int{}
 	for _, kind := range sock1[len(sock0):] {
@@ -163,17 +161,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// taskRuns reads how many times each thread of pid has been put on a CPU
-// (the third field of /proc/PID/task/TID/schedstat): every wakeup, and
-// every return after preemption, which an idle process has none of. A
-// thread that exits takes its count with it; Go keeps its threads.
-func taskRuns(pid int) (map[int]uint64, error) {
+// taskSched is what a thread's schedstat counts (/proc/PID/task/TID/
+// schedstat): its time on a CPU, and how many times it was put on one,
+// which is every wakeup and every return after preemption; an idle
+// process has none of them.
+type taskSched struct {
+	cpu  time.Duration
+	runs uint64
+}
+
+// taskScheds reads the schedstat of each thread of pid. A thread that
+// exits takes its counts with it; Go keeps its threads.
+func taskScheds(pid int) (map[int]taskSched, error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	runs := map[int]uint64{}
+	scheds := map[int]taskSched{}
 	for _, t := range tasks {
 		tid, err := strconv.Atoi(t.Name())
 		if err != nil {
@@ -187,9 +192,22 @@ func taskRuns(pid int) (map[int]uint64, error) {
 		if len(f) < 3 {
 			return nil, fmt.Errorf("%s/%s/schedstat: %q", dir, t.Name(), b)
 		}
-		runs[tid], _ = strconv.ParseUint(f[2], 10, 64)
+		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		runs, _ := strconv.ParseUint(f[2], 10, 64)
+		scheds[tid] = taskSched{cpu: time.Duration(ns), runs: runs}
 	}
-	return runs, nil
+	return scheds, nil
+}
+
+// schedSince sums over the threads of after what they counted since
+// before; a thread born in between starts from 0.
+func schedSince(before, after map[int]taskSched) taskSched {
+	var sum taskSched
+	for tid, a := range after {
+		sum.cpu += a.cpu - before[tid].cpu
+		sum.runs += a.runs - before[tid].runs
+	}
+	return sum
 }
 
 // socketsOpened lists the kind of every socket the daemon has opened so

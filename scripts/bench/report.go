@@ -543,15 +543,28 @@ func (r *results) printConcurrent(w io.Writer) {
 	fmt.Fprintf(w, "%d control connections, already open and spread over the lab's 2 LAN hosts, each write %d Outgoing-Call-Requests "+
 		"in one write, all at the same moment; a call's latency runs from its connection's write to its reply. Calls a second are "+
 		"all the calls over the time to the last reply, median of %d rounds; in each round the kernel helper's and pptp-alg's labs take a "+
-		"turn, in an order that alternates.\n\n", r.opt.concurrentConns, r.opt.concurrentCalls, r.opt.concurrentRounds)
-	t := table{head: []string{"setup", "calls", "p50", "p99", "max", "calls/s"}}
+		"turn, in an order that alternates. CPU a call is the time on a CPU from the first write to the last reply, over the calls, "+
+		"median of the rounds: of the lab (the bench's clients and server, the ksoftirqd threads, the daemon; the kernel's forwarding "+
+		"and the helper run in softirq within these) and of pptp-alg's daemon alone. With %d CPUs, %d calls that each cost the lab c "+
+		"take at least %d × c / %d to set up.\n\n",
+		r.opt.concurrentConns, r.opt.concurrentCalls, r.opt.concurrentRounds, runtime.NumCPU(),
+		r.opt.concurrentConns*r.opt.concurrentCalls, r.opt.concurrentConns*r.opt.concurrentCalls, runtime.NumCPU())
+	t := table{head: []string{"setup", "calls", "p50", "p99", "max", "calls/s", "lab CPU a call", "daemon CPU a call"}}
 	for _, s := range []setup{setupHelper, setupALG} {
 		c := r.concurrent[s]
 		l := latencies(c.latency)
-		t.add(s.String(), strconv.Itoa(l.n), us(l.p50), us(l.p99), us(l.max), thousands(median(c.rates)))
+		daemon := "—"
+		if len(c.daemonCPU) > 0 {
+			daemon = microseconds(median(c.daemonCPU))
+		}
+		t.add(s.String(), strconv.Itoa(l.n), us(l.p50), us(l.p99), us(l.max), thousands(median(c.rates)),
+			microseconds(median(c.labCPU)), daemon)
 	}
 	t.write(w)
 }
+
+// microseconds to a tenth.
+func microseconds(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/1e3) }
 
 func (r *results) printFlush(w io.Writer) {
 	f := r.flush

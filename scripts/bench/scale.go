@@ -251,7 +251,7 @@ func parallel(ctx context.Context, n, width int, f func(i int) error) error {
 	return first
 }
 
-func median(xs []float64) float64 {
+func median[T float64 | time.Duration](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
