@@ -159,3 +159,25 @@ func TestSocketsOpened(t *testing.T) {
 		t.Errorf("socketsText = %q", s)
 	}
 }
+
+// TestSchedSince: each thread counts from where it was, one born in
+// between from zero; and this process's own threads read as running.
+func TestSchedSince(t *testing.T) {
+	before := map[int]taskSched{1: {cpu: 10, runs: 5}, 2: {cpu: 7, runs: 1}}
+	after := map[int]taskSched{1: {cpu: 25, runs: 9}, 2: {cpu: 7, runs: 1}, 3: {cpu: 4, runs: 2}}
+	if got, want := schedSince(before, after), (taskSched{cpu: 19, runs: 6}); got != want {
+		t.Errorf("schedSince = %+v, want %+v", got, want)
+	}
+	own, err := taskScheds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum taskSched
+	for _, s := range own {
+		sum.cpu += s.cpu
+		sum.runs += s.runs
+	}
+	if len(own) == 0 || sum.cpu <= 0 || sum.runs == 0 {
+		t.Errorf("own threads %d, %+v: want some, with time on a CPU", len(own), sum)
+	}
+}
