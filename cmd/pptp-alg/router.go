@@ -181,15 +181,13 @@ func (r hostRouter) Dial(ctx context.Context, local netip.Addr, server netip.Add
 				// The mark keeps relay_output from redirecting the relay's
 				// own connection back to the relay.
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, r.mark)
-				if serr != nil {
-					return
-				}
 				// The dial binds to the WAN address. Without this, bind
 				// picks the port, searching every bound port for a
-				// conflict (a quarter of the daemon's CPU with a few
-				// hundred connections); with it, connect picks one that
-				// is free for this server, as for an unbound socket.
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+				// conflict, which slows down as connections in TIME_WAIT
+				// pile up; with it, connect picks one that is free for
+				// this server, as for an unbound socket. Best effort:
+				// before Linux 4.2 bind picks the port.
+				unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 			}); err != nil {
 				return err
 			}
