@@ -23,8 +23,10 @@ import (
 var runHelp = help{
 	synopsis: "pptp-alg run --lan IFACE[,IFACE...] --wan IFACE [OPTIONS]",
 	about: `
-Run the PPTP passthrough gateway in the foreground, logging to stderr as
-procd and systemd expect. It is ready once its control socket exists.
+Run the PPTP passthrough gateway in the foreground, logging to stderr, or
+with --syslog to the system log (/dev/log, facility daemon) with each
+line's severity: procd passes a service's stderr on to logd as errors,
+whatever the line says. It is ready once its control socket exists.
 
 PPTP control connections from the LAN interfaces to TCP port 1723 are
 taken to a local relay, which connects to the server from the WAN address
@@ -135,6 +137,7 @@ type daemonConfig struct {
 	// unless a LAN bridge passes the IP hooks; otherwise by the redirect.
 	tproxy  bool
 	verbose bool
+	syslog  bool
 }
 
 // maskedMark is a packet mark within a mask, written MARK or MARK/MASK
@@ -202,6 +205,7 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.UintVar(&cfg.rulePriority, "rule-priority", nat.DefaultRulePriority, "`priority` (ip rule pref) of the policy rule that looks up --route-table")
 	lanControl := fs.String("lan-control", lanControlRedirect, "`mode` of LAN control connections: redirect or tproxy")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
+	fs.BoolVar(&cfg.syslog, "syslog", false, "log to the system log (/dev/log) instead of stderr; if it cannot be reached at start, to stderr")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
 	}
@@ -246,6 +250,15 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.syslog {
+		w, err := dialSyslog("/dev/log")
+		if err != nil {
+			log.Warn("cannot reach the system log; logging to stderr", "err", err)
+		} else {
+			defer w.Close()
+			log = slog.New(newSyslogHandler(w, stderr, level))
+		}
+	}
 	// Routers are short of memory and the daemon allocates little once its
 	// calls are up: collect at half the usual heap growth. With 10,000
 	// calls this keeps RSS near 20 MiB instead of 25 (BENCHMARKS.md), for

@@ -20,7 +20,7 @@ import (
 // commands are the subcommands with a manual page, and the options each
 // must document.
 var commands = map[string][]string{
-	"run":      {"lan", "wan", "socket", "relay-port", "idle-timeout", "control-idle-timeout", "max-conns-per-client", "max-calls-per-client", "max-calls", "table", "verbose"},
+	"run":      {"lan", "wan", "socket", "relay-port", "idle-timeout", "control-idle-timeout", "max-conns-per-client", "max-calls-per-client", "max-calls", "table", "verbose", "syslog"},
 	"status":   {"json", "socket"},
 	"enable":   {"socket"},
 	"disable":  {"socket"},

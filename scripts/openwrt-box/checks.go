@@ -40,7 +40,7 @@ var checks = []check{
 	{"ipk: same files and scripts as the apk", checkIpk},
 	{"LuCI: log in, open Network > VPN Passthrough", checkLuciPage},
 	{"LuCI: tick Enable, Save & Apply: the daemon runs under procd", checkLuciEnable},
-	{"tunnel: h1's pptp-linux to pptpd through the box; the page's table shows the call, counters rising", checkTunnelTable},
+	{"tunnel: h1's pptp-linux to pptpd through the box; the page's table shows the call, counters rising; its log line is daemon.info", checkTunnelTable},
 	{"uci set; uci commit pptp-alg; reload_config applies a change", checkUciReload},
 	{"LuCI: a bad value (idle timeout 1.5) is refused by the form", checkLuciBadValue},
 	{"uci: a bad value gets one clear log line, no respawn loop", checkUciBadValue},
@@ -439,6 +439,26 @@ func checkTunnelTable(ctx context.Context, b *box, s *state) error {
 	row2, ns2 := rowNumbers(last(rs, "text").Text, b.hosts["h1"].addr)
 	if !hasIn(ns2, 70, 80) {
 		return fmt.Errorf("counters did not rise to 70 after 50 more frames: before %q, after %q", row1, row2)
+	}
+	return checkLogSeverity(ctx, b)
+}
+
+// checkLogSeverity: the daemon's lines reach logd through /dev/log with
+// their own severity, the call's as daemon.info; none came through procd's
+// capture of stderr, which logs every line as daemon.err.
+func checkLogSeverity(ctx context.Context, b *box) error {
+	var call, stderr []string
+	for _, l := range b.logLines(ctx) {
+		switch {
+		case strings.Contains(l, "daemon.info pptp-alg[") && strings.Contains(l, `msg="outgoing call" client=`+b.hosts["h1"].addr):
+			call = append(call, l)
+		case strings.Contains(l, "pptp-alg[") && strings.Contains(l, "level="):
+			stderr = append(stderr, l)
+		}
+	}
+	if len(call) == 0 || len(stderr) > 0 {
+		return fmt.Errorf("want the call's log line as daemon.info and no line from the daemon's stderr; call lines %q, stderr lines %q\n%s",
+			call, stderr, b.logTail(ctx, 12))
 	}
 	return nil
 }
