@@ -2,8 +2,7 @@
 # Installs what the lab and the tests need on Debian: the real PPTP peers,
 # nftables and conntrack tools, qemu-user for the cross-architecture unit
 # tests, shellcheck, gettext (xgettext, for the LuCI translation template),
-# strace (the bench counts the idle daemon's sockets with
-# it), qemu-system-arm, cpio and kmod (scripts/armvm boots an ARM kernel),
+# qemu-system-arm, cpio and kmod (scripts/armvm boots an ARM kernel),
 # the C toolchain's libraries, meson and ninja, Debian's dynamic busybox and
 # Chromium (scripts/openwrt-box builds an OpenWrt userland, apk-tools v3
 # and drives LuCI; it installs its npm driver itself), and the Go modules.
@@ -11,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs strace gettext
+packages=(nftables conntrack iproute2 pptpd pptp-linux tcpdump qemu-user-static shellcheck nodejs gettext
 	qemu-system-arm cpio kmod
 	cmake pkg-config libjson-c-dev liblua5.1-0-dev libssl-dev zlib1g-dev meson ninja-build libzstd-dev
 	busybox xz-utils openssl chromium)

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
 )
@@ -137,26 +140,59 @@ func TestParseSections(t *testing.T) {
 	}
 }
 
-// TestSocketsOpened reads a strace record as the idle section does.
-func TestSocketsOpened(t *testing.T) {
-	dir := t.TempDir()
-	r := &rig{sockets: dir + "/strace"}
-	rec := "812   socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_NETFILTER) = 7\n" +
-		"813   socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP <unfinished ...>\n" +
-		"812   socketpair(AF_UNIX, SOCK_STREAM, 0, [8, 9]) = 0\n" +
-		"813   <... socket resumed>)          = 10\n"
-	if err := os.WriteFile(r.sockets, []byte(rec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := r.socketsOpened()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"NETLINK_NETFILTER", "AF_INET", "AF_UNIX"}; !slices.Equal(got, want) {
+// TestSocketKinds reads tracefs's lines as the idle section does.
+func TestSocketKinds(t *testing.T) {
+	trace := "# tracer: nop\n" +
+		"        pptp-alg-812     [001] ..... 51.200001: sys_socket(family: 0x00000010, type: 0x00080003, protocol: 0x0000000c)\n" +
+		"        pptp-alg-813     [000] ..... 51.200002: sys_socket(family: 0x00000002, type: 0x00080801, protocol: 0x00000000)\n" +
+		"        pptp-alg-812     [001] ..... 51.200003: sys_socketpair(family: 0x00000001, type: 0x00000001, protocol: 0x00000000, usockvec: 0xc000)\n" +
+		"        pptp-alg-812     [001] ..... 51.200004: sys_socket(family: 0x00000010, type: 0x00080003, protocol: 0x00000000)\n" +
+		"        pptp-alg-812     [001] ..... 51.200005: sys_socket(family: 16, type: 0x80003, protocol: 12)\n"
+	if got, want := socketKinds(trace), []string{"NETLINK_NETFILTER", "AF_INET", "AF_UNIX", "NETLINK_ROUTE", "NETLINK_NETFILTER"}; !slices.Equal(got, want) {
 		t.Errorf("kinds %v, want %v", got, want)
 	}
 	if s := socketsText(map[string]int{"NETLINK_ROUTE": 2, "AF_INET": 1}); s != "3 (AF_INET 1, NETLINK_ROUTE 2)" {
 		t.Errorf("socketsText = %q", s)
+	}
+}
+
+// TestTraceSockets records this process's own sockets through tracefs:
+// those opened after the trace started, from any of its threads, and none
+// from before.
+func TestTraceSockets(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: tracefs")
+	}
+	before, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(before)
+	tr, err := traceSockets(os.Getpid())
+	if err != nil {
+		t.Skip(err)
+	}
+	defer tr.Close()
+	fds := make(chan int, 2)
+	go func() {
+		runtime.LockOSThread() // perhaps a thread started after the trace
+		fd, _ := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_NETFILTER)
+		fds <- fd
+	}()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(pair[0])
+	unix.Close(pair[1])
+	unix.Close(<-fds)
+	got, err := tr.opened()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"AF_UNIX", "NETLINK_NETFILTER"}; !slices.Equal(got, want) {
+		t.Errorf("opened %v, want %v", got, want)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,14 +40,10 @@ func (r idleResult) socketCount() int {
 // so that start-up or set-up work does not count.
 const idleSettle = 5 * time.Second
 
-// idleSection watches a daemon of its own (under strace, in a lab of its
-// own) for opt.idle with no calls, then again with opt.idleCalls held.
+// idleSection watches a daemon of its own (in a lab of its own) for
+// opt.idle with no calls, then again with opt.idleCalls held.
 func (b *bench) idleSection(ctx context.Context, tools *lab.Tools, dopt daemonOptions) error {
-	if _, err := exec.LookPath("strace"); err != nil {
-		return fmt.Errorf("counts the daemon's sockets with strace: %w (scripts/deps.sh installs it)", err)
-	}
 	b.progress("lab for the idle section")
-	dopt.traceSockets = true
 	var err error
 	if b.idle, err = newRig(ctx, setupALG, "pabidle", 2, tools, b.root, dopt, b.log); err != nil {
 		return err
@@ -120,10 +115,11 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	if err != nil {
 		return res, err
 	}
-	sock0, err := r.socketsOpened()
+	sockets, err := traceSockets(r.daemonPID)
 	if err != nil {
 		return res, err
 	}
+	defer sockets.Close()
 	start := time.Now()
 	if err := sleep(ctx, window); err != nil {
 		return res, err
@@ -136,7 +132,7 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	if err != nil {
 		return res, err
 	}
-	sock1, err := r.socketsOpened()
+	opened, err := sockets.opened()
 	if err != nil {
 		return res, err
 	}
@@ -144,7 +140,7 @@ func (r *rig) watchIdle(ctx context.Context, settle, window time.Duration) (idle
 	res.runs = schedSince(sched0, sched1).runs
 	res.cpu = st1.CPU - st0.CPU
 	res.sockets = map[string]int{}
-	for _, kind := range sock1[len(sock0):] {
+	for _, kind := range opened {
 		res.sockets[kind]++
 	}
 	return res, nil
@@ -208,40 +204,4 @@ func schedSince(before, after map[int]taskSched) taskSched {
 		sum.runs += a.runs - before[tid].runs
 	}
 	return sum
-}
-
-// socketsOpened lists the kind of every socket the daemon has opened so
-// far, in order, from strace's record: its netlink protocol for a netlink
-// socket, else its family. Lines such as
-//
-//	1234  socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_NETFILTER) = 7
-//	1234  socketpair(AF_UNIX, SOCK_STREAM, 0, [8, 9]) = 0
-//
-// A call strace splits ("<unfinished ...>", then "<... socket resumed>")
-// is counted at its first line, which names it.
-func (r *rig) socketsOpened() ([]string, error) {
-	if r.sockets == "" {
-		return nil, fmt.Errorf("%s: the daemon is not traced", r.lab.Name)
-	}
-	b, err := os.ReadFile(r.sockets)
-	if err != nil {
-		return nil, err
-	}
-	var kinds []string
-	for line := range strings.SplitSeq(string(b), "\n") {
-		for _, call := range []string{"socket(", "socketpair("} {
-			i := strings.Index(line, call)
-			if i < 0 || (i > 0 && line[i-1] != ' ') {
-				continue
-			}
-			args := strings.Split(line[i+len(call):], ",")
-			kind := strings.TrimSpace(args[0])
-			if kind == "AF_NETLINK" && len(args) > 2 {
-				kind, _, _ = strings.Cut(strings.TrimSpace(args[2]), ")")
-				kind = strings.TrimSpace(kind)
-			}
-			kinds = append(kinds, kind)
-		}
-	}
-	return kinds, nil
 }

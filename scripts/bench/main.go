@@ -221,7 +221,7 @@ type bench struct {
 
 	rigs  [numSetups]*rig // by setup: GRE, latency; the pptp-alg one is the scale steps' 1-call partner
 	scale *rig            // pptp-alg, for the scale steps and the flushes
-	idle  *rig            // pptp-alg under strace, for the idle section
+	idle  *rig            // pptp-alg alone, for the idle section
 
 	res results
 }

@@ -481,9 +481,9 @@ func (r *results) printIdle(w io.Writer) {
 	fmt.Fprintf(w, "## Idle cost, pptp-alg\n\n")
 	fmt.Fprintf(w, "The daemon of a lab of its own (fw4 + pptp-alg), left alone for %v after %v to settle: first with no calls, then with %s calls "+
 		"held (250 a connection, no traffic). Wakeups are the times its threads were put on a CPU, summed over "+
-		"/proc/PID/task/*/schedstat; sockets are those it opened, by netlink protocol or family, as strace records them (the daemon runs under "+
-		"`strace -f --seccomp-bpf -e trace=socket,socketpair`, which stops it only at those calls); CPU is user and system "+
-		"time from /proc/PID/stat (10 ms ticks), as a share of one core.\n\n",
+		"/proc/PID/task/*/schedstat; sockets are those it opened in the window, by netlink protocol or family, as the kernel's "+
+		"sys_enter_socket and sys_enter_socketpair tracepoints record them for its threads (a tracefs instance of the bench's own, "+
+		"which never stops the daemon); CPU is user and system time from /proc/PID/stat (10 ms ticks), as a share of one core.\n\n",
 		r.opt.idle, min(idleSettle, r.opt.idle), thousands(float64(r.opt.idleCalls)))
 	t := table{head: []string{"calls held", "window", "wakeups/s", "sockets opened", "CPU, % of a core"}}
 	for _, x := range r.idle {

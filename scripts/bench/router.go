@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pptp-alg/pptp-alg/scripts/lab"
@@ -63,19 +62,14 @@ type rig struct {
 	daemonPID int
 	socket    string
 	daemonLog string
-	sockets   string // strace's record of the daemon's socket calls, if traced
 }
 
 // daemonOptions is how the bench starts pptp-alg.
 type daemonOptions struct {
-	bin       string
-	maxCalls  int
-	routerNft string // nft -f this after start, if set
-	// traceSockets runs the daemon under strace, which records each
-	// socket it opens. Through seccomp, strace stops the daemon only at
-	// those calls, so an idle daemon runs as it would without it.
-	traceSockets bool
-	lanControl   string // --lan-control, if set
+	bin        string
+	maxCalls   int
+	routerNft  string // nft -f this after start, if set
+	lanControl string // --lan-control, if set
 }
 
 // newRig builds a lab with prefix whose router runs s.
@@ -247,10 +241,6 @@ func (r *rig) startDaemon(ctx context.Context, dc daemonOptions) error {
 	// sections: without the long timeouts the daemon would release it.
 	// (They leave the 10 s idle check as it is.)
 	wrap := `exec "$0" "$@" 2>>'` + r.daemonLog + `'`
-	if dc.traceSockets {
-		r.sockets = filepath.Join(l.Dir, "pptp-alg.strace")
-		wrap = `exec strace -f -qq --seccomp-bpf -e trace=socket,socketpair -e signal=none -o '` + r.sockets + `' "$0" "$@" 2>>'` + r.daemonLog + `'`
-	}
 	args := []string{"sh", "-c", wrap, dc.bin, "run",
 		"--lan", lab.RouterLAN, "--wan", lab.RouterWAN, "--socket", r.socket,
 		"--max-calls", caps, "--max-calls-per-client", caps, "--max-conns-per-client", caps,
@@ -289,17 +279,6 @@ func (r *rig) startDaemon(ctx context.Context, dc daemonOptions) error {
 func (r *rig) stopDaemon() error {
 	if r.daemon == nil {
 		return nil
-	}
-	if r.sockets != "" && r.daemonPID != 0 {
-		// strace would take the SIGTERM: the daemon gets it itself, so
-		// that it removes its tables, and strace ends with it.
-		syscall.Kill(r.daemonPID, syscall.SIGTERM)
-		for range 100 {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.daemonPID)); err != nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
 	}
 	err := r.daemon.Stop()
 	r.daemon = nil
