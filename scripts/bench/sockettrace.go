@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // socketTrace records the socket and socketpair calls of one process's
@@ -28,6 +30,10 @@ var socketEvents = []string{"syscalls/sys_enter_socket", "syscalls/sys_enter_soc
 // traceSockets starts recording the socket calls of pid's threads, and of
 // the threads they start.
 func traceSockets(pid int) (*socketTrace, error) {
+	if _, err := os.Stat(filepath.Join(tracefs, "events")); err != nil {
+		// Not mounted (systemd mounts it; a bare machine may not).
+		unix.Mount("nodev", tracefs, "tracefs", 0, "")
+	}
 	for _, ev := range socketEvents {
 		if _, err := os.Stat(filepath.Join(tracefs, "events", ev)); err != nil {
 			return nil, fmt.Errorf("counts the daemon's sockets with tracefs's %s (a kernel with CONFIG_FTRACE_SYSCALLS, tracefs at %s): %w",
