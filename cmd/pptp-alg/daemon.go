@@ -205,7 +205,7 @@ func parseRunFlags(args []string, stdout io.Writer) (cfg daemonConfig, done bool
 	fs.UintVar(&cfg.rulePriority, "rule-priority", nat.DefaultRulePriority, "`priority` (ip rule pref) of the policy rule that looks up --route-table")
 	lanControl := fs.String("lan-control", lanControlRedirect, "`mode` of LAN control connections: redirect or tproxy")
 	fs.BoolVar(&cfg.verbose, "verbose", false, "log debug detail")
-	fs.BoolVar(&cfg.syslog, "syslog", false, "log to the system log (/dev/log) instead of stderr; if it cannot be reached at start, to stderr")
+	fs.BoolVar(&cfg.syslog, "syslog", false, "log to the system log (/dev/log) instead of stderr; a line it cannot take goes to stderr")
 	if done, err := parseFlags(fs, runHelp, args, stdout); done || err != nil {
 		return cfg, done, err
 	}
@@ -253,11 +253,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.syslog {
 		w, err := dialSyslog("/dev/log")
 		if err != nil {
-			log.Warn("cannot reach the system log; logging to stderr", "err", err)
-		} else {
-			defer w.Close()
-			log = slog.New(newSyslogHandler(w, stderr, level))
+			log.Warn("cannot reach the system log; logging to stderr until it can", "err", err)
 		}
+		defer w.Close()
+		log = slog.New(newSyslogHandler(w, stderr, level))
 	}
 	// Routers are short of memory and the daemon allocates little once its
 	// calls are up: collect at half the usual heap growth. With 10,000

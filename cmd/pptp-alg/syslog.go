@@ -33,12 +33,12 @@ type syslogConn struct {
 	buf  []byte
 }
 
+// dialSyslog connects to the system log at path. The connection is usable
+// even with an error: each message dials again until the log daemon is
+// there.
 func dialSyslog(path string) (*syslogConn, error) {
 	s := &syslogConn{path: path, tag: fmt.Sprintf("pptp-alg[%d]", os.Getpid())}
-	if err := s.dial(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return s, s.dial()
 }
 
 func (s *syslogConn) dial() error {
@@ -53,7 +53,8 @@ func (s *syslogConn) dial() error {
 // send writes one message in the form libc's syslog(3) writes: priority,
 // time stamp, tag. OpenWrt's logd cuts the 16 bytes after the priority as
 // the time stamp without looking at them, so they must be there. If the
-// log daemon restarted, the socket is dialled again once.
+// log daemon restarted or was not there yet, the socket is dialled again
+// once.
 func (s *syslogConn) send(severity int, msg string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

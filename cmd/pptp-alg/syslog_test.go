@@ -86,4 +86,32 @@ func TestSyslogHandler(t *testing.T) {
 	if got := fallback.String(); got != `msg="nobody listens" client=192.168.1.11`+"\n" {
 		t.Errorf("fallback got %q", got)
 	}
+	// logd comes back.
+	ln = listenLog(t, path)
+	log.Info("back")
+	if got := readLog(t, ln); !strings.HasSuffix(got, tag+`msg=back client=192.168.1.11`) {
+		t.Errorf("after logd came back: %q", got)
+	}
+}
+
+// TestSyslogBeforeLogd: a daemon started before the log daemon logs to
+// the fallback, then to the system log once it is there.
+func TestSyslogBeforeLogd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	s, err := dialSyslog(path)
+	if err == nil {
+		t.Fatal("dialSyslog: no error with no log daemon")
+	}
+	defer s.Close()
+	var fallback bytes.Buffer
+	log := slog.New(newSyslogHandler(s, &fallback, slog.LevelInfo))
+	log.Info("early")
+	if got := fallback.String(); got != `msg=early`+"\n" {
+		t.Errorf("fallback got %q", got)
+	}
+	ln := listenLog(t, path)
+	log.Info("later")
+	if got := readLog(t, ln); !strings.HasSuffix(got, `: msg=later`) {
+		t.Errorf("once logd is there: %q", got)
+	}
 }
