@@ -116,8 +116,8 @@ func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_
 // sendBatch sends msgs, which google/nftables cannot put together itself
 // (recordBatch), as one nf_tables transaction on the lasting socket, and
 // reads the replies up to the last message's acknowledgement (readAcks), so
-// the socket stays in step after an errno from the kernel. The last message must ask for one.
-// The first errno is returned. A table owned by this socket can only be
+// the socket stays in step after an errno from the kernel. The last message
+// must ask for one. The first errno is returned. A table owned by this socket can only be
 // changed through it.
 func (c *nftConn) sendBatch(msgs []netlink.Message) error {
 	if len(msgs) == 0 {

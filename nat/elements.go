@@ -103,7 +103,7 @@ func (b *elementBatch) frame(seq uint32) (batch []byte, begin, last uint32) {
 		off += int(binary.NativeEndian.Uint32(h))
 	}
 	batch = b.buf
-	b.buf, b.msgs = b.buf[:0], 0
+	b.reset()
 	return batch, seq, seq + uint32(n-2)
 }
 

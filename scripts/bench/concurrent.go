@@ -51,16 +51,10 @@ func (r *rig) labCPU() (labTimes, error) {
 	return t, nil
 }
 
-// total sums the times of every task; subtract two totals for the time in
-// between (threads that exit take theirs along, which Go's do not).
-func (t labTimes) total() time.Duration {
-	sum := t.softirqd
-	for _, m := range []map[int]taskSched{t.bench, t.daemon} {
-		for _, s := range m {
-			sum += s.cpu
-		}
-	}
-	return sum
+// since is what the lab spent on a CPU from before to t. A thread of the
+// bench or the daemon born in between counts from zero (schedSince).
+func (t labTimes) since(before labTimes) time.Duration {
+	return schedSince(before.bench, t.bench).cpu + schedSince(before.daemon, t.daemon).cpu + t.softirqd - before.softirqd
 }
 
 // concurrentSection runs opt.concurrentRounds rounds; in each, the helper
@@ -136,7 +130,7 @@ func (b *bench) concurrentRound(ctx context.Context, s setup) error {
 		res.latency = append(res.latency, l...)
 	}
 	res.rates = append(res.rates, float64(n*k)/wall.Seconds())
-	res.labCPU = append(res.labCPU, (cpu1.total()-cpu0.total())/calls)
+	res.labCPU = append(res.labCPU, cpu1.since(cpu0)/calls)
 	if r.daemonPID != 0 {
 		res.daemonCPU = append(res.daemonCPU, schedSince(cpu0.daemon, cpu1.daemon).cpu/calls)
 	}

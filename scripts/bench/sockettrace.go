@@ -96,18 +96,21 @@ func socketKinds(trace string) []string {
 	return kinds
 }
 
+// Names of the socket families and netlink protocols a daemon may use.
+var (
+	familyNames  = map[uint64]string{1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
+	netlinkNames = map[uint64]string{0: "NETLINK_ROUTE", 4: "NETLINK_SOCK_DIAG", 9: "NETLINK_AUDIT", 12: "NETLINK_NETFILTER",
+		15: "NETLINK_KOBJECT_UEVENT", 16: "NETLINK_GENERIC"}
+)
+
 func socketKind(family, protocol uint64) string {
-	const afNetlink = 16
-	names := map[uint64]string{1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
-	if family == afNetlink {
-		netlink := map[uint64]string{0: "NETLINK_ROUTE", 4: "NETLINK_SOCK_DIAG", 9: "NETLINK_AUDIT", 12: "NETLINK_NETFILTER",
-			15: "NETLINK_KOBJECT_UEVENT", 16: "NETLINK_GENERIC"}
-		if n, ok := netlink[protocol]; ok {
+	if family == unix.AF_NETLINK {
+		if n, ok := netlinkNames[protocol]; ok {
 			return n
 		}
 		return fmt.Sprintf("NETLINK_%d", protocol)
 	}
-	if n, ok := names[family]; ok {
+	if n, ok := familyNames[family]; ok {
 		return n
 	}
 	return fmt.Sprintf("AF_%d", family)
